@@ -1,0 +1,164 @@
+"""DeepFool (Moosavi-Dezfooli et al., 2016): the minimal perturbation that crosses the decision boundary.
+
+Batched and vectorised: every iteration runs one forward pass over the samples
+that have not crossed yet and one backward pass per rival class, each giving
+the gradients of ``f_k - f_y`` for the whole batch at once. Samples that have
+crossed drop out of later iterations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .base import Attack
+
+__all__ = ['DeepFool', 'DeepFoolResult']
+
+
+@dataclass
+class DeepFoolResult:
+    """What one DeepFool run found.
+
+    Attributes
+    ----------
+    x_adv
+        Adversarial inputs, clamped into the valid range.
+    eta
+        ``x_adv - x``: the per-example (nonuniform) perturbation, overshoot included.
+    crossed
+        Boolean per sample: the label is no longer predicted at ``x_adv``
+        (also true for samples misclassified from the start, whose ``eta`` is 0).
+    iterations
+        Iterations each sample took.
+    """
+
+    x_adv: Tensor
+    eta: Tensor
+    crossed: Tensor
+    iterations: Tensor
+
+
+class DeepFool(Attack):
+    """DeepFool, L2 or Linf, with optional top-k candidate classes.
+
+    Parameters
+    ----------
+    model
+        Classifier returning logits.
+    steps
+        Maximum iterations per sample.
+    overshoot
+        The accumulated step is multiplied by ``1 + overshoot`` to land past the boundary.
+    norm
+        ``'l2'`` or ``'linf'``.
+    candidates
+        How many of the most likely classes are considered, the label's included (as in foolbox):
+        ``candidates=3`` looks at the two strongest rivals. ``None`` considers all classes.
+    clip_min, clip_max
+        Valid input range.
+    check_final
+        Run one more forward pass to fill :attr:`DeepFoolResult.crossed` for the samples still
+        active after the last iteration. Training hooks that do not need it can turn it off.
+    """
+
+    def __init__(self, model: nn.Module, steps: int = 50, overshoot: float = 0.02, norm: str = 'l2',
+                 candidates: int | None = None, clip_min: float | None = 0.0, clip_max: float | None = 1.0,
+                 check_final: bool = True):
+        super().__init__(model, clip_min, clip_max)
+        if norm not in ('l2', 'linf'):
+            raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
+        if candidates is not None and candidates < 2:
+            raise ValueError(f'candidates must be >= 2 (the label and at least one rival), got {candidates}')
+        self.steps = int(steps)
+        self.overshoot = float(overshoot)
+        self.norm = norm
+        self.candidates = candidates
+        self.check_final = check_final
+
+    def perturb(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.run(x, y).x_adv
+
+    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.attack(x, y).x_adv
+
+    def attack(self, x: Tensor, y: Tensor) -> DeepFoolResult:
+        """Run DeepFool in eval mode (mode restored afterwards) and return all it found."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.enable_grad():
+                return self.run(x.detach(), y.detach())
+        finally:
+            self.model.train(was_training)
+
+    def _rivals(self, logits: Tensor, y: Tensor) -> Tensor:
+        n, k = logits.shape
+        if self.candidates is not None and self.candidates < k:
+            # y is the top-1 class of every active sample, so the next ones are the rivals
+            return logits.detach().topk(self.candidates, dim=1).indices[:, 1:]
+        classes = torch.arange(k, device=logits.device).expand(n, k)
+        return classes[classes != y[:, None]].view(n, k - 1)
+
+    def _free(self, w: Tensor, xa: Tensor) -> Tensor:
+        """Zero the gradient components that would push a pixel already at a range limit further out.
+
+        Without this DeepFool stalls on inputs with saturated pixels (digits, MNIST): its steps go
+        into coordinates that clamping then removes.
+        """
+        if self.clip_max is not None:
+            w = w.masked_fill((xa >= self.clip_max)[:, None, :] & (w > 0), 0.0)
+        if self.clip_min is not None:
+            w = w.masked_fill((xa <= self.clip_min)[:, None, :] & (w < 0), 0.0)
+        return w
+
+    def _step(self, f: Tensor, w: Tensor) -> Tensor:
+        """Step onto the nearest linearised boundary; ``f``: (n, R) margins, ``w``: (n, R, D) their gradients."""
+        if self.norm == 'l2':
+            wnorm = w.norm(dim=2)
+        else:
+            wnorm = w.abs().sum(dim=2)
+        dist = f.abs() / (wnorm + 1e-12)
+        best = dist.argmin(dim=1)
+        rows = torch.arange(f.shape[0], device=f.device)
+        fb, wb, nb = f[rows, best].abs(), w[rows, best], wnorm[rows, best]
+        if self.norm == 'l2':
+            return ((fb + 1e-8) / (nb ** 2 + 1e-12))[:, None] * wb
+        return ((fb + 1e-8) / (nb + 1e-12))[:, None] * wb.sign()
+
+    def run(self, x: Tensor, y: Tensor) -> DeepFoolResult:
+        """DeepFool without mode handling (the caller owns the model's mode)."""
+        b = x.shape[0]
+        shape = x.shape[1:]
+        r_tot = torch.zeros(b, shape.numel(), dtype=x.dtype, device=x.device)
+        x_adv = x.clone()
+        crossed = torch.zeros(b, dtype=torch.bool, device=x.device)
+        iterations = torch.zeros(b, dtype=torch.long, device=x.device)
+        active = torch.arange(b, device=x.device)
+        for _ in range(self.steps):
+            xa = x_adv[active].requires_grad_(True)
+            logits = self.logits(xa)
+            still = logits.argmax(dim=1) == y[active]
+            crossed[active[~still]] = True
+            if not bool(still.any()):
+                active = active[:0]
+                break
+            keep = still.nonzero().squeeze(1)
+            logits, ya = logits[keep], y[active[keep]]
+            rivals = self._rivals(logits, ya)
+            f = logits.gather(1, rivals) - logits.gather(1, ya[:, None])
+            grads = []
+            for j in range(f.shape[1]):
+                (g,) = torch.autograd.grad(f[:, j].sum(), xa, retain_graph=j < f.shape[1] - 1)
+                grads.append(g[keep].reshape(keep.shape[0], -1))
+            w = self._free(torch.stack(grads, dim=1), xa.detach()[keep].reshape(keep.shape[0], -1))
+            active = active[keep]
+            iterations[active] += 1
+            r_tot[active] += self._step(f.detach(), w)
+            x_adv[active] = self.clamp(x[active] + (1 + self.overshoot) * r_tot[active].view(-1, *shape))
+        if self.check_final and active.numel() > 0:
+            with torch.no_grad():
+                crossed[active] = self.logits(x_adv[active]).argmax(dim=1) != y[active]
+        x_adv = x_adv.detach()
+        return DeepFoolResult(x_adv=x_adv, eta=x_adv - x, crossed=crossed, iterations=iterations)

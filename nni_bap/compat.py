@@ -1,0 +1,119 @@
+"""Every workaround for NNI 3.0 on torch 2.13 lives here, each found by a test.
+
+- **Evaluator on the scheduler.** ``AGPPruner(LevelPruner(m, cfg), i, t, evaluator)`` makes
+  NNI rebuild the training optimizer with zero parameters: compress "trains" and nothing
+  changes. :func:`check_evaluator_placement` refuses that combination and
+  :func:`check_optimizers_have_params` refuses any empty optimizer at training time.
+- **unwrap restores dense weights.** NNI applies masks in the wrapper's forward and keeps the
+  dense weights underneath; ``unwrap_model()`` puts them back. :func:`finalize` bakes the masks
+  into the weights first; :func:`apply_masks` does the same for a plain model and a masks dict.
+- **ModelSpeedup's tracer.** Its default ``concrete_trace`` crashes on torch 2.13; we pass
+  ``graph_module=torch.fx.symbolic_trace(model)`` (:func:`symbolic_trace`).
+- **Dependency groups** (``auto_set_denpendency_group_ids``) import tensorboard; it is a
+  declared dependency so that import succeeds.
+- **deepcopy of a wrapped model** right after ``compress`` can fail ("Only Tensors created
+  explicitly by the user support the deepcopy protocol"): call :func:`finalize` first.
+- **Scheduled pruners** subclass NNI's private ``_ComboPruner``; it is imported only here.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from nni.compression.base.compressor import Pruner
+from nni.compression.pruning.scheduled_pruner import _ComboPruner as ComboPruner
+
+__all__ = ['ComboPruner', 'NNIUsageError', 'apply_masks', 'check_evaluator_placement',
+           'check_optimizers_have_params', 'finalize', 'is_wrapped', 'symbolic_trace']
+
+_logger = logging.getLogger(__name__)
+
+
+class NNIUsageError(ValueError):
+    """A combination of NNI objects that NNI accepts but that silently does the wrong thing."""
+
+
+def check_evaluator_placement(pruner: Pruner, evaluator) -> None:
+    """Refuse an evaluator given to the scheduler instead of the base pruner."""
+    if pruner.evaluator is None:
+        if evaluator is not None:
+            raise NNIUsageError(
+                'Give the evaluator to the base pruner, not to the scheduled pruner: '
+                f'{type(pruner).__name__}(model, config_list, evaluator=evaluator). '
+                'NNI 3.0 would otherwise rebuild an optimizer with zero parameters and nothing would train.')
+        raise NNIUsageError(f'The base pruner {type(pruner).__name__} has no evaluator; construct it with '
+                            'evaluator=TorchEvaluator(...) so the model can be trained while it is pruned.')
+
+
+def check_optimizers_have_params(evaluator) -> None:
+    """Raise if any optimizer NNI rebuilt for training holds no parameter."""
+    for opt in getattr(evaluator, '_optimizers', None) or []:
+        if sum(len(g['params']) for g in opt.param_groups) == 0:
+            raise NNIUsageError('NNI rebuilt an optimizer with zero parameters: nothing would train. '
+                                'Pass the evaluator to the base pruner.')
+
+
+def is_wrapped(model: nn.Module) -> bool:
+    """Whether NNI wrappers are attached to some module of ``model``."""
+    return any(hasattr(m, '_nni_wrapper') for m in model.modules())
+
+
+@torch.no_grad()
+def _bake_wrappers(model: nn.Module) -> None:
+    for module in model.modules():
+        wrapper = getattr(module, '_nni_wrapper', None)
+        if wrapper is None:
+            continue
+        for space in wrapper.pruning_target_spaces.values():
+            target = space.target
+            if space.mask is not None and isinstance(target, torch.Tensor) and target.shape == space.mask.shape:
+                target.mul_(space.mask.to(target.dtype))
+
+
+def finalize(pruner: Pruner) -> nn.Module:
+    """Bake the pruner's masks into the weights, unwrap the model and return it.
+
+    After this the model is a plain ``nn.Module`` whose pruned weights are zeros, safe to
+    save, evaluate or export. Calling it twice is harmless.
+    """
+    model = pruner.bound_model
+    if is_wrapped(model):
+        _bake_wrappers(model)
+        pruner.unwrap_model()
+    return model
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: Dict[str, Dict[str, Optional[torch.Tensor]]]) -> nn.Module:
+    """Multiply the weights of a plain (or NNI-wrapped) model by NNI-format masks, in place.
+
+    Parameters
+    ----------
+    model
+        The model; NNI wrappers, if any, have their masks baked in and stay attached.
+    masks
+        ``{module_name: {target_name: mask}}`` as returned by ``pruner.compress()``.
+    """
+    if is_wrapped(model):
+        _bake_wrappers(model)
+        return model
+    modules = dict(model.named_modules())
+    for name, targets in masks.items():
+        if name not in modules:
+            raise KeyError(f'mask for unknown module {name!r}')
+        for target_name, mask in targets.items():
+            param = getattr(modules[name], target_name, None)
+            if mask is None or param is None:
+                continue
+            if param.shape != mask.shape:
+                raise ValueError(f'mask {name}.{target_name} has shape {tuple(mask.shape)}, weight {tuple(param.shape)}')
+            param.mul_(mask.to(param.device, param.dtype))
+    return model
+
+
+def symbolic_trace(model: nn.Module) -> torch.fx.GraphModule:
+    """The graph module ``ModelSpeedup`` needs (its own concrete tracer crashes on torch 2.13)."""
+    return torch.fx.symbolic_trace(model)

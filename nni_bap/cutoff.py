@@ -1,0 +1,76 @@
+"""The cutoff-scale strategy of blind adversarial training (BAT).
+
+Norm convention
+---------------
+Norms here are plain per-example norms over all input elements: the Euclidean
+norm for ``'l2'`` and the largest absolute value for ``'linf'``. The official
+BAT code measures L2 as a root mean square per element, ``sqrt(mean(eta**2))``;
+for an input of ``d`` elements ``rms = l2 / sqrt(d)`` (MNIST: ``d = 784``, so an
+RMS of 0.1 is an L2 norm of 2.8). :func:`rms_to_l2` converts.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .attacks.base import flat_norm
+
+__all__ = ['cutoff_scale', 'resolve_cutoff', 'rms_to_l2', 'l2_to_rms']
+
+Cutoff = Union[float, str, None]
+
+
+def rms_to_l2(rms: float, input_shape: Sequence[int]) -> float:
+    """Convert an RMS-per-element budget into an L2 norm for inputs of ``input_shape`` (no batch axis)."""
+    return float(rms) * math.sqrt(math.prod(input_shape))
+
+
+def l2_to_rms(l2: float, input_shape: Sequence[int]) -> float:
+    """Inverse of :func:`rms_to_l2`."""
+    return float(l2) / math.sqrt(math.prod(input_shape))
+
+
+def resolve_cutoff(norms: Tensor, cutoff: Cutoff) -> Tensor:
+    """The cutoff delta for a batch: ``'adaptive'`` is the batch mean of ``norms``, a number is itself,
+    ``None`` is infinity (no cut)."""
+    if cutoff is None:
+        return torch.tensor(math.inf, dtype=norms.dtype, device=norms.device)
+    if cutoff == 'adaptive':
+        return norms.mean() if norms.numel() else torch.tensor(0.0, dtype=norms.dtype, device=norms.device)
+    if isinstance(cutoff, str):
+        raise ValueError(f"cutoff must be a number, 'adaptive' or None, got {cutoff!r}")
+    if cutoff < 0:
+        raise ValueError(f'cutoff must be >= 0, got {cutoff}')
+    return torch.tensor(float(cutoff), dtype=norms.dtype, device=norms.device)
+
+
+def cutoff_scale(eta: Tensor, cutoff: Cutoff = 'adaptive', scale: float = 1.0,
+                 norm: str = 'l2') -> Tuple[Tensor, Tensor]:
+    """Cut every perturbation whose norm exceeds delta down to delta, then multiply by ``scale``.
+
+    Cutting keeps the direction: the perturbation is multiplied by ``delta / ||eta||``
+    (for ``'linf'`` too, so its largest element becomes delta).
+
+    Parameters
+    ----------
+    eta
+        Per-example perturbations, batch first (e.g. DeepFool's minimal ones).
+    cutoff
+        Delta: a number, ``'adaptive'`` (batch mean of the norms) or ``None`` (no cut).
+    scale
+        Rho: ``< 1`` stays just before the boundary, ``> 1`` goes just past it.
+    norm
+        ``'l2'`` or ``'linf'``.
+
+    Returns
+    -------
+    tuple
+        The new perturbations and the delta used (a 0-d tensor).
+    """
+    norms = flat_norm(eta, norm)
+    delta = resolve_cutoff(norms, cutoff)
+    factor = torch.where(norms > delta, delta / norms.clamp_min(1e-12), torch.ones_like(norms)) * scale
+    return eta * factor.view(-1, *([1] * (eta.dim() - 1))), delta

@@ -1,0 +1,30 @@
+"""Typed errors of the exporter: each names what failed."""
+from __future__ import annotations
+
+from typing import List
+
+__all__ = ['CorruptModelError', 'ExportError', 'InputShapeError', 'OnnxParityError', 'SpeedupParityError']
+
+
+class ExportError(RuntimeError):
+    """Base of every exporter error."""
+
+
+class SpeedupParityError(ExportError):
+    """The sped-up model's outputs differ from the masked model's."""
+
+
+class OnnxParityError(ExportError):
+    """onnxruntime disagrees with torch; :attr:`mismatches` lists every check that failed."""
+
+    def __init__(self, mismatches: List[str]):
+        self.mismatches = list(mismatches)
+        super().__init__('ONNX validation failed:\n  - ' + '\n  - '.join(self.mismatches))
+
+
+class InputShapeError(ExportError, ValueError):
+    """An input does not have the shape the model was exported for."""
+
+
+class CorruptModelError(ExportError):
+    """An ``.onnx`` file cannot be loaded or does not pass the ONNX checker."""

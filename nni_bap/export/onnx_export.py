@@ -1,0 +1,191 @@
+"""``export_onnx``: speed up, convert to ONNX, check, validate against torch, write atomically."""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..compat import apply_masks, is_wrapped
+from .efficiency import onnx_efficiency
+from .errors import CorruptModelError, InputShapeError, OnnxParityError
+from .speedup import speed_up
+
+__all__ = ['ExportResult', 'check_onnx', 'export_onnx', 'layer_sparsity', 'validate_onnx']
+
+_logger = logging.getLogger(__name__)
+INPUT_NAME, OUTPUT_NAME = 'input', 'logits'
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_onnx` produced and measured."""
+
+    path: str
+    structured: bool
+    note: str
+    speedup_max_abs_diff: float
+    bn_drift: float
+    onnx_max_abs_diff: float
+    argmax_agreement: float
+    efficiency: Dict = field(default_factory=dict)
+    metadata: Dict[str, str] = field(default_factory=dict)
+    model: Optional[nn.Module] = field(default=None, repr=False)
+
+    def to_dict(self) -> Dict:
+        d = asdict(self)
+        d.pop('model')
+        d['efficiency'] = {k: v for k, v in self.efficiency.items() if k != 'initializers'}
+        return d
+
+
+def layer_sparsity(model: nn.Module) -> Dict[str, float]:
+    """Fraction of zero weights of every conv and linear layer, plus ``'total'``."""
+    out, zeros, total = {}, 0, 0
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = m.weight.detach()
+            out[name] = float((w == 0).float().mean())
+            zeros += int((w == 0).sum())
+            total += w.numel()
+    out['total'] = zeros / total if total else 0.0
+    return out
+
+
+def check_onnx(path: str) -> None:
+    """Load and run ``onnx.checker.check_model(full_check=True)``; :class:`CorruptModelError` if it fails."""
+    import onnx
+    try:
+        onnx.checker.check_model(onnx.load(path), full_check=True)
+    except Exception as exc:  # onnx raises several untyped errors
+        raise CorruptModelError(f'{path} is not a valid ONNX model: {exc}') from exc
+
+
+def validate_onnx(path: str, model: nn.Module, x: Tensor, atol: float = 1e-4, batch_size: int = 256) -> Dict[str, float]:
+    """Compare onnxruntime with torch on ``x``: output names, shapes, max abs difference, argmax agreement.
+
+    Raises
+    ------
+    OnnxParityError
+        Listing every failed check.
+    """
+    from .runtime import OnnxClassifier
+    clf = OnnxClassifier(path)
+    problems: List[str] = []
+    if clf.input_name != INPUT_NAME:
+        problems.append(f'input name {clf.input_name!r} != {INPUT_NAME!r}')
+    if clf.output_names != [OUTPUT_NAME]:
+        problems.append(f'output names {clf.output_names} != {[OUTPUT_NAME]}')
+    with torch.no_grad():
+        ref = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]).numpy()
+    got = clf.logits(x.numpy(), batch_size)
+    diff, agree = float('inf'), 0.0
+    if got.shape != ref.shape:
+        problems.append(f'output shape {got.shape} != torch {ref.shape}')
+    else:
+        diff = float(np.abs(got - ref).max())
+        agree = float((got.argmax(1) == ref.argmax(1)).mean())
+        if not diff <= atol:
+            problems.append(f'max abs difference {diff:.3g} > {atol:g}')
+        if agree < 1.0:
+            problems.append(f'argmax agreement {agree:.4f} < 1 ({int(round((1 - agree) * len(x)))} samples)')
+    if problems:
+        raise OnnxParityError(problems)
+    return {'max_abs_diff': diff, 'argmax_agreement': agree}
+
+
+def _plain(model: nn.Module, masks) -> nn.Module:
+    """A plain copy of a possibly NNI-wrapped model, masks baked in, wrappers removed."""
+    if not is_wrapped(model):
+        return copy.deepcopy(model)
+    apply_masks(model, masks or {})  # bakes the wrappers' own masks into the weights
+    wrappers = [m._nni_wrapper for m in model.modules() if hasattr(m, '_nni_wrapper')]
+    for w in wrappers:
+        w.unwrap()
+    return copy.deepcopy(model)
+
+
+def export_onnx(model: nn.Module, path: str, dummy_input: Tensor, masks=None, validation_inputs: Optional[Tensor] = None,
+                opset: int = 17, metadata: Optional[Dict[str, object]] = None, atol: float = 1e-4) -> ExportResult:
+    """Speed up (with NNI masks), convert to ONNX, check, validate with onnxruntime, write atomically.
+
+    Parameters
+    ----------
+    model
+        The model, plain or still wrapped by NNI (its masks are baked in then; the wrappers are removed).
+    path
+        Destination ``.onnx``; written only when every check passed.
+    dummy_input
+        One batch of inputs of the deployed shape (batch size free).
+    masks
+        NNI masks (``{module: {target: mask}}``); structured ones shrink layers with ModelSpeedup,
+        unstructured ones are applied to the weights.
+    validation_inputs
+        Real inputs to validate onnxruntime against torch (default: ``dummy_input``).
+    metadata
+        Extra ``metadata_props`` (values are JSON-encoded unless strings).
+
+    Raises
+    ------
+    InputShapeError, SpeedupParityError, CorruptModelError, OnnxParityError
+    """
+    x_val = validation_inputs if validation_inputs is not None else dummy_input
+    if tuple(x_val.shape[1:]) != tuple(dummy_input.shape[1:]):
+        raise InputShapeError(f'validation inputs have shape {tuple(x_val.shape)}, dummy input {tuple(dummy_input.shape)}')
+    plain = _plain(model, masks).eval()
+    try:
+        with torch.no_grad():
+            plain(dummy_input)
+    except RuntimeError as exc:
+        raise InputShapeError(f'model rejects a dummy input of shape {tuple(dummy_input.shape)}: {exc}') from exc
+    sparsity = layer_sparsity(apply_masks(copy.deepcopy(plain), masks) if masks else plain)
+    if masks:
+        sp = speed_up(plain, masks, dummy_input, check_inputs=[x_val[:256]])
+    else:
+        from .speedup import SpeedupResult
+        sp = SpeedupResult(plain, False, 0.0, 0.0, 'no masks: exported as is')
+    final = sp.model.eval()
+    meta = {'producer': 'nni-bap', 'producer_version': _version(), 'input_shape': list(dummy_input.shape[1:]),
+            'input_range': [0.0, 1.0], 'normalisation': 'none: inputs are pixels scaled to [0, 1]',
+            'num_classes': int(final(dummy_input[:1]).shape[1]), 'layer_sparsity': sparsity,
+            'total_sparsity': sparsity['total'], 'speedup': sp.note}
+    meta.update(metadata or {})
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix='.onnx.tmp', dir=folder)
+    os.close(fd)
+    try:
+        import onnx
+        torch.onnx.export(final, (dummy_input,), tmp, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}})
+        proto = onnx.load(tmp)
+        for k, v in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v if isinstance(v, str) else json.dumps(v)
+        onnx.save(proto, tmp)
+        check_onnx(tmp)
+        parity = validate_onnx(tmp, final, x_val, atol=atol)
+        eff = onnx_efficiency(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    eff['file_bytes'] = os.path.getsize(path)
+    _logger.info('exported %s: %d params (%d non-zero), %d FLOPs, max |ORT - torch| %.2e', path, eff['params'],
+                 eff['nonzero_params'], eff['flops'], parity['max_abs_diff'])
+    return ExportResult(path, sp.structured, sp.note, sp.max_abs_diff, sp.bn_drift, parity['max_abs_diff'],
+                        parity['argmax_agreement'], eff, {k: v if isinstance(v, str) else json.dumps(v)
+                                                          for k, v in meta.items()}, final)
+
+
+def _version() -> str:
+    from .. import __version__
+    return __version__

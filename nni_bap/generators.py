@@ -1,0 +1,90 @@
+"""Adversarial-example generators used inside the pruning loop.
+
+Each generator is called as ``gen(model, x, y)`` on the *current masked model in eval mode*
+and returns the adversarial batch plus a dict of per-step statistics. The pruners differ only
+in the generator they use.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .attacks import FGSM, PGD, PGDL2, DeepFool, flat_norm
+from .cutoff import Cutoff, cutoff_scale
+
+__all__ = ['BlindGenerator', 'UniformGenerator']
+
+
+def _quantiles(v: Tensor, prefix: str) -> Dict[str, float]:
+    if v.numel() == 0:
+        return {f'{prefix}_mean': 0.0, f'{prefix}_p50': 0.0, f'{prefix}_p90': 0.0}
+    q = torch.quantile(v.float(), torch.tensor([0.5, 0.9], device=v.device))
+    return {f'{prefix}_mean': float(v.mean()), f'{prefix}_p50': float(q[0]), f'{prefix}_p90': float(q[1])}
+
+
+class BlindGenerator:
+    """Cutoff-scale AEs (BAT): DeepFool's minimal perturbation, cut at delta, scaled by rho.
+
+    Parameters
+    ----------
+    steps, overshoot, candidates, norm, clip_min, clip_max
+        DeepFool's settings (see :class:`~nni_bap.attacks.DeepFool`).
+    cutoff
+        Delta: a number (in the norm's units), ``'adaptive'`` or ``None``.
+    scale
+        Rho.
+    """
+
+    def __init__(self, steps: int = 5, overshoot: float = 0.02, candidates: Optional[int] = None,
+                 cutoff: Cutoff = 'adaptive', scale: float = 1.0, norm: str = 'l2',
+                 clip_min: Optional[float] = 0.0, clip_max: Optional[float] = 1.0):
+        self.steps, self.overshoot, self.candidates = steps, overshoot, candidates
+        self.cutoff, self.scale, self.norm = cutoff, scale, norm
+        self.clip_min, self.clip_max = clip_min, clip_max
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tuple[Tensor, Dict[str, float]]:
+        attack = DeepFool(model, steps=self.steps, overshoot=self.overshoot, norm=self.norm,
+                          candidates=self.candidates, clip_min=self.clip_min, clip_max=self.clip_max,
+                          check_final=False)
+        found = attack.attack(x, y)
+        eta, delta = cutoff_scale(found.eta, self.cutoff, self.scale, self.norm)
+        x_adv = attack.clamp(x + eta)
+        stats = {'delta': float(delta), 'deepfool_iterations': float(found.iterations.float().mean())}
+        stats.update(_quantiles(flat_norm(found.eta, self.norm), 'norm'))
+        stats.update(_quantiles(flat_norm(x_adv - x, self.norm), 'cut_norm'))
+        return x_adv, stats
+
+
+class UniformGenerator:
+    """AEs with one prescribed budget for every example (the paper's adversarial pruning).
+
+    Parameters
+    ----------
+    attack
+        ``'fgsm'``, ``'pgd'`` (Linf) or ``'pgd_l2'``.
+    eps
+        The uniform budget.
+    steps, alpha, random_start
+        PGD's settings (ignored by FGSM).
+    """
+
+    def __init__(self, attack: str = 'fgsm', eps: float = 0.1, steps: int = 10, alpha: Optional[float] = None,
+                 random_start: bool = True, clip_min: Optional[float] = 0.0, clip_max: Optional[float] = 1.0):
+        if attack not in ('fgsm', 'pgd', 'pgd_l2'):
+            raise ValueError(f"attack must be 'fgsm', 'pgd' or 'pgd_l2', got {attack!r}")
+        self.attack, self.eps, self.steps, self.alpha = attack, eps, steps, alpha
+        self.random_start, self.clip_min, self.clip_max = random_start, clip_min, clip_max
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tuple[Tensor, Dict[str, float]]:
+        clip = dict(clip_min=self.clip_min, clip_max=self.clip_max)
+        if self.attack == 'fgsm':
+            atk = FGSM(model, eps=self.eps, **clip)
+        else:
+            cls = PGD if self.attack == 'pgd' else PGDL2
+            atk = cls(model, eps=self.eps, alpha=self.alpha, steps=self.steps, random_start=self.random_start, **clip)
+        x_adv = atk(x, y)
+        stats = {'eps': float(self.eps)}
+        stats.update(_quantiles(flat_norm(x_adv - x, 'l2'), 'cut_norm'))
+        return x_adv, stats

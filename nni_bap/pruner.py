@@ -1,0 +1,190 @@
+"""Scheduled pruners that mix adversarial examples into NNI's gradual pruning.
+
+:class:`BAPPruner` (blind adversarial pruning) and :class:`AdversarialPruner` (uniform budget)
+share everything but the AE generator. Both wrap a base NNI pruner exactly like NNI's
+``AGPPruner`` and train through the evaluator's ``patch_loss`` hook.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from nni.compression.base.compressor import Pruner
+from nni.compression.utils import Evaluator
+
+from .compat import ComboPruner, check_evaluator_placement, check_optimizers_have_params
+from .cutoff import Cutoff
+from .generators import BlindGenerator, UniformGenerator
+from .schedule import SCHEDULES, schedule_ratio
+
+__all__ = ['AdversarialPruner', 'BAPPruner', 'current_sparsity']
+
+_logger = logging.getLogger(__name__)
+
+
+def current_sparsity(target_spaces) -> float:
+    """Fraction of masked elements over every masked ``weight`` target of an NNI pruner."""
+    zeros, total = 0, 0
+    for ts in target_spaces.values():
+        for name, space in ts.items():
+            target = space.target
+            if name != 'weight' or not isinstance(target, Tensor):
+                continue
+            total += target.numel()
+            if space.mask is not None:
+                zeros += int((space.mask == 0).sum())
+    return zeros / total if total else 0.0
+
+
+def _split_batch(batch: Any) -> Tuple[Tensor, Tensor]:
+    if isinstance(batch, (list, tuple)) and len(batch) >= 2:
+        return batch[0], batch[1]
+    if isinstance(batch, dict) and {'x', 'y'} <= set(batch):
+        return batch['x'], batch['y']
+    raise TypeError('adversarial pruning needs batches of (inputs, labels, ...) or dicts with keys x and y; '
+                    f'got {type(batch).__name__}')
+
+
+class _AdversarialComboPruner(ComboPruner):
+    """Gradual pruning whose training loss is ``(1 - w) * clean + w * CE(model(x_adv), y)``."""
+
+    generator: Any
+
+    def __init__(self, pruner: Pruner, interval_steps: int, total_times: int, evaluator: Evaluator | None = None,
+                 *, schedule: str = 'agp', adv_weight: float = 0.5, log_interval: int = 50):
+        check_evaluator_placement(pruner, evaluator)
+        if schedule not in SCHEDULES:
+            raise ValueError(f'unknown schedule {schedule!r}; choose one of {sorted(SCHEDULES)}')
+        if not 0.0 <= adv_weight <= 1.0:
+            raise ValueError(f'adv_weight must be in [0, 1], got {adv_weight}')
+        if interval_steps < 1 or total_times < 1:
+            raise ValueError('interval_steps and total_times must be >= 1')
+        super().__init__(pruner, interval_steps, total_times, evaluator=None)
+        self.schedule = schedule
+        self.adv_weight = float(adv_weight)
+        self.log_interval = int(log_interval)
+        self.statistics: List[Dict[str, float]] = []
+
+    def update_sparse_goals(self, current_times: int):
+        self._update_sparse_goals_by_ratio(schedule_ratio(self.schedule, current_times, self.total_times,
+                                                          self._initial_ratio))
+
+    def _fuse_preprocess(self, evaluator: Evaluator) -> None:
+        super()._fuse_preprocess(evaluator)
+        check_optimizers_have_params(evaluator)
+        self.statistics = []
+        evaluator.patch_loss(self._adversarial_loss)
+
+    def _adversarial_loss(self, loss: Tensor, batch: Any) -> Tensor:
+        model: nn.Module = self.evaluator.model
+        x, y = _split_batch(batch)
+        x_adv, stats = self.generator(model, x, y)
+        logits = model(x_adv)
+        adv_loss = nn.functional.cross_entropy(logits, y)
+        stats.update(step=float(len(self.statistics) + 1), ae_error=float((logits.argmax(1) != y).float().mean()),
+                     sparsity=current_sparsity(self._target_spaces), clean_loss=float(loss.detach()), adv_loss=float(adv_loss.detach()))
+        self.statistics.append(stats)
+        if self.log_interval and len(self.statistics) % self.log_interval == 0:
+            _logger.info('%s step %d: sparsity %.3f, AE error %.3f, AE norm %.3f (cut %.3f)', type(self).__name__,
+                         len(self.statistics), stats['sparsity'], stats['ae_error'],
+                         stats.get('norm_mean', stats['cut_norm_mean']), stats['cut_norm_mean'])
+        return (1 - self.adv_weight) * loss + self.adv_weight * adv_loss
+
+    def summary(self) -> Dict[str, float]:
+        """Mean of every per-step statistic over the whole run, plus the final sparsity."""
+        if not self.statistics:
+            return {}
+        keys = self.statistics[0].keys()
+        out = {k: sum(s[k] for s in self.statistics) / len(self.statistics) for k in keys if k != 'step'}
+        out['steps'] = float(len(self.statistics))
+        out['final_sparsity'] = self.statistics[-1]['sparsity']
+        return out
+
+
+class BAPPruner(_AdversarialComboPruner):
+    """Blind adversarial pruning (Xie et al., 2020, arXiv 2004.05913).
+
+    Wraps a base NNI pruner like ``AGPPruner`` does. At every training step it crafts DeepFool
+    AEs against the current masked model (eval mode, BatchNorm statistics untouched), cuts
+    their norms at delta, scales them by rho and trains on
+    ``(1 - adv_weight) * clean_loss + adv_weight * CE(model(x_adv), y)``.
+
+    Parameters
+    ----------
+    pruner
+        The base pruner (``LevelPruner``, ``L1NormPruner``, ``TaylorPruner``...), built **with** the
+        evaluator: ``LevelPruner(model, config_list, evaluator=evaluator)``.
+    interval_steps
+        Training steps between two sparsity updates.
+    total_times
+        Number of sparsity updates until the final sparsity.
+    evaluator
+        Must stay ``None``: giving it here instead of to the base pruner is refused (see
+        :mod:`nni_bap.compat`).
+    schedule
+        ``'agp'`` (polynomial decay) or ``'linear'``.
+    cutoff
+        Delta: ``'adaptive'`` (batch mean of the DeepFool norms), a number, or ``None`` (no cut).
+    scale
+        Rho: the cut perturbation is multiplied by it.
+    attack_steps
+        DeepFool iterations.
+    overshoot
+        DeepFool overshoot.
+    candidates
+        Classes DeepFool considers (top-k, label included); ``None`` means all.
+    adv_weight
+        Weight of the AE loss.
+    norm
+        ``'l2'`` or ``'linf'``: DeepFool's and the cut's norm.
+    clip_min, clip_max
+        Valid input range.
+    log_interval
+        Log the running statistics every this many steps (0: never).
+
+    Attributes
+    ----------
+    statistics
+        One dict per training step: AE norms before (``norm_*``) and after (``cut_norm_*``) the
+        cut, ``delta``, ``ae_error`` (fraction of AEs misclassified), ``sparsity``, losses.
+    """
+
+    def __init__(self, pruner: Pruner, interval_steps: int, total_times: int, evaluator: Evaluator | None = None,
+                 *, schedule: str = 'agp', cutoff: Cutoff = 'adaptive', scale: float = 1.0, attack_steps: int = 5,
+                 overshoot: float = 0.02, candidates: Optional[int] = None, adv_weight: float = 0.5,
+                 norm: str = 'l2', clip_min: Optional[float] = 0.0, clip_max: Optional[float] = 1.0,
+                 log_interval: int = 50):
+        self.generator = BlindGenerator(steps=attack_steps, overshoot=overshoot, candidates=candidates,
+                                        cutoff=cutoff, scale=scale, norm=norm, clip_min=clip_min, clip_max=clip_max)
+        super().__init__(pruner, interval_steps, total_times, evaluator, schedule=schedule,
+                         adv_weight=adv_weight, log_interval=log_interval)
+
+
+class AdversarialPruner(_AdversarialComboPruner):
+    """Adversarial pruning with one prescribed (uniform) budget: FGSM or PGD at a fixed ``eps``.
+
+    The paper's baseline; identical to :class:`BAPPruner` except for the AE generator.
+
+    Parameters
+    ----------
+    pruner, interval_steps, total_times, evaluator, schedule, adv_weight, clip_min, clip_max, log_interval
+        As in :class:`BAPPruner`.
+    attack
+        ``'fgsm'``, ``'pgd'`` (Linf) or ``'pgd_l2'``.
+    eps
+        The uniform budget.
+    steps, alpha, random_start
+        PGD's settings.
+    """
+
+    def __init__(self, pruner: Pruner, interval_steps: int, total_times: int, evaluator: Evaluator | None = None,
+                 *, attack: str = 'fgsm', eps: float = 0.1, steps: int = 10, alpha: Optional[float] = None,
+                 random_start: bool = True, schedule: str = 'agp', adv_weight: float = 0.5,
+                 clip_min: Optional[float] = 0.0, clip_max: Optional[float] = 1.0, log_interval: int = 50):
+        self.generator = UniformGenerator(attack=attack, eps=eps, steps=steps, alpha=alpha,
+                                          random_start=random_start, clip_min=clip_min, clip_max=clip_max)
+        super().__init__(pruner, interval_steps, total_times, evaluator, schedule=schedule,
+                         adv_weight=adv_weight, log_interval=log_interval)

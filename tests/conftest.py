@@ -1,0 +1,33 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from nni_bap.data import load_digits
+from nni_bap.models import build_model
+from nni_bap.training import train
+
+MNIST_DIR = Path(os.environ.get('BAP_MNIST_DIR', Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data' / 'mnist'))
+
+
+@pytest.fixture(scope='session')
+def digits():
+    return load_digits()
+
+
+@pytest.fixture(scope='session')
+def dense_digits(digits):
+    """A DigitsCNN trained for a few epochs on digits (about 90% test accuracy)."""
+    torch.manual_seed(0)
+    model = build_model('digits_cnn', 1, 10, 8)
+    train(model, digits.train_set(), epochs=12, progress=False)
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope='session')
+def mnist_dir():
+    if not (MNIST_DIR / 't10k-images-idx3-ubyte.gz').exists():
+        pytest.skip(f'MNIST not found at {MNIST_DIR}')
+    return MNIST_DIR

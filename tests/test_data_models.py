@@ -1,0 +1,95 @@
+import gzip
+import hashlib
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from nni_bap.data import DATASETS, DataError, load_cifar10, load_dataset, load_mnist, read_idx
+from nni_bap.models import MODELS, build_model
+
+
+def test_digits_split(digits):
+    assert digits.x_train.shape == (1437, 1, 8, 8) and digits.x_test.shape == (360, 1, 8, 8)
+    assert float(digits.x_train.min()) == 0.0 and float(digits.x_train.max()) == 1.0
+    assert sorted(digits.y_test.unique().tolist()) == list(range(10))
+
+
+def test_shared_mnist_split(mnist_dir):
+    sums = dict(line.split()[::-1] for line in (mnist_dir / 'MD5SUMS').read_text().splitlines() if line.strip())
+    name = 't10k-images-idx3-ubyte.gz'
+    assert hashlib.md5((mnist_dir / name).read_bytes()).hexdigest() == sums[name]
+    m = load_mnist(str(mnist_dir))
+    assert m.x_train.shape == (8000, 1, 28, 28) and m.x_test.shape == (2000, 1, 28, 28)
+    assert 0.0 <= float(m.x_train.min()) and float(m.x_train.max()) <= 1.0
+    assert m.meta['split'].startswith('t10k')
+
+
+def _write_idx(path, arr, gz=True):
+    header = bytes([0, 0, 8, arr.ndim]) + struct.pack(f'>{arr.ndim}I', *arr.shape)
+    data = header + arr.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+@pytest.mark.parametrize('gz', [True, False])
+def test_mnist_from_raw_or_gz_and_standard_split(tmp_path, gz):
+    rng = np.random.default_rng(0)
+    suffix = '.gz' if gz else ''
+    _write_idx(tmp_path / f't10k-images-idx3-ubyte{suffix}', rng.integers(0, 256, (30, 28, 28)), gz)
+    _write_idx(tmp_path / f't10k-labels-idx1-ubyte{suffix}', rng.integers(0, 10, 30), gz)
+    _write_idx(tmp_path / f'train-images-idx3-ubyte{suffix}', rng.integers(0, 256, (50, 28, 28)), gz)
+    _write_idx(tmp_path / f'train-labels-idx1-ubyte{suffix}', rng.integers(0, 10, 50), gz)
+    m = load_mnist(str(tmp_path))
+    assert m.x_train.shape[0] == 50 and m.x_test.shape[0] == 30
+
+
+def test_bad_files_are_named(tmp_path):
+    with pytest.raises(DataError, match='does not exist'):
+        load_mnist(str(tmp_path / 'nowhere'))
+    with pytest.raises(DataError, match='t10k-images'):
+        load_mnist(str(tmp_path))
+    bad = tmp_path / 't10k-images-idx3-ubyte'
+    bad.write_bytes(b'\x00\x00\x08\x03' + struct.pack('>3I', 10, 28, 28) + b'\x00' * 100)
+    with pytest.raises(DataError, match='t10k-images-idx3-ubyte: expected 7840 bytes'):
+        read_idx(bad)
+    (tmp_path / 'junk.gz').write_bytes(b'\x1f\x8bnot gzip')
+    with pytest.raises(DataError, match='junk.gz'):
+        read_idx(tmp_path / 'junk.gz')
+    with pytest.raises(DataError, match='data_batch_1'):
+        load_cifar10(str(tmp_path))
+    with pytest.raises(ValueError, match='unknown dataset'):
+        load_dataset('imagenet')
+
+
+def test_cifar10_batches(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']:
+        with open(tmp_path / name, 'wb') as fh:
+            pickle.dump({b'data': rng.integers(0, 256, (4, 3072)).astype(np.uint8),
+                         b'labels': list(rng.integers(0, 10, 4))}, fh)
+    c = load_cifar10(str(tmp_path))
+    assert c.x_train.shape == (20, 3, 32, 32) and c.x_test.shape == (4, 3, 32, 32)
+    assert 'cifar10' in DATASETS
+
+
+SHAPES = {'lenet5': (1, 28), 'digits_cnn': (1, 8), 'resnet_small': (3, 32)}
+
+
+@pytest.mark.parametrize('name', sorted(MODELS))
+def test_models_forward_and_trace(name):
+    c, s = SHAPES[name]
+    model = build_model(name, c, 10, s).eval()
+    x = torch.rand(3, c, s, s)
+    out = model(x)
+    assert out.shape == (3, 10)
+    gm = torch.fx.symbolic_trace(model)
+    assert torch.allclose(gm(x), out)
+
+
+def test_lenet5_size():
+    n = sum(p.numel() for p in build_model('lenet5', 1, 10, 28).parameters())
+    assert n == 61706
+    with pytest.raises(ValueError, match='unknown model'):
+        build_model('vgg', 1, 10, 28)

@@ -1,0 +1,140 @@
+import copy
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from nni.compression.base.compressor import Pruner
+from nni.compression.pruning import AGPPruner, L1NormPruner, LevelPruner
+
+from nni_bap import AdversarialPruner, BAPPruner, NNIUsageError, apply_masks, finalize
+from nni_bap.attacks import PGD, DeepFool, flat_norm
+from nni_bap.methods import METHODS, prune
+from nni_bap.schedule import SCHEDULES, schedule_ratio
+from nni_bap.training import accuracy, make_evaluator
+
+CFG = [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.8}]
+ARGS = {'natural': {}, 'adversarial': {'eps': 0.1}, 'bap': {}}
+
+
+def _loader(digits, n=256):
+    return DataLoader(TensorDataset(digits.x_train[:n], digits.y_train[:n]), batch_size=32, shuffle=True)
+
+
+@pytest.mark.parametrize('cls', [BAPPruner, AdversarialPruner])
+def test_is_an_nni_pruner_used_like_agp(cls, dense_digits, digits):
+    model = copy.deepcopy(dense_digits)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    base = LevelPruner(model, CFG, evaluator=make_evaluator(model, _loader(digits), progress=False))
+    pruner = cls(base, interval_steps=4, total_times=4, log_interval=0)
+    assert isinstance(pruner, Pruner)
+    _, masks = pruner.compress(max_steps=24, max_epochs=None)
+    assert len(pruner.statistics) == 24
+    s = pruner.statistics
+    assert s[0]['sparsity'] == 0.0 and s[-1]['sparsity'] == pytest.approx(0.8, abs=0.01)
+    assert all(a['sparsity'] <= b['sparsity'] for a, b in zip(s, s[1:]))
+    assert 0.0 <= s[-1]['ae_error'] <= 1.0 and s[-1]['cut_norm_mean'] > 0
+    plain = finalize(pruner)
+    for name, param in plain.named_parameters():
+        if name.endswith('weight'):
+            assert float((param == 0).float().mean()) == pytest.approx(0.8, abs=0.01), name
+        # the weights really changed during compress (guards NNI's empty-optimizer failure)
+        kept = param != 0
+        assert float((param != before[name])[kept].float().mean()) > 0.5, name
+
+
+def test_bap_statistics_record_the_cut(dense_digits, digits):
+    model = copy.deepcopy(dense_digits)
+    base = LevelPruner(model, CFG, evaluator=make_evaluator(model, _loader(digits), progress=False))
+    pruner = BAPPruner(base, interval_steps=2, total_times=2, cutoff='adaptive', scale=0.9, log_interval=0)
+    pruner.compress(max_steps=6, max_epochs=None)
+    for s in pruner.statistics:
+        assert s['delta'] == pytest.approx(s['norm_mean'], rel=1e-5)
+        assert s['cut_norm_p90'] <= 0.9 * s['delta'] + 1e-4
+        assert s['cut_norm_mean'] < s['norm_mean']
+    assert set(pruner.summary()) >= {'norm_mean', 'cut_norm_mean', 'ae_error', 'final_sparsity'}
+
+
+def test_evaluator_on_scheduler_is_refused(dense_digits, digits):
+    model = copy.deepcopy(dense_digits)
+    ev = make_evaluator(model, _loader(digits), progress=False)
+    with pytest.raises(NNIUsageError, match='base pruner'):
+        BAPPruner(LevelPruner(model, CFG), 2, 2, ev)
+    with pytest.raises(NNIUsageError, match='no evaluator'):
+        BAPPruner(LevelPruner(copy.deepcopy(dense_digits), CFG), 2, 2)
+
+
+def test_nni_trap_is_real(dense_digits, digits):
+    """Documents why the guard exists: NNI's own AGPPruner trains nothing in that placement."""
+    model = copy.deepcopy(dense_digits)
+    before = model.features[0].weight.detach().clone()
+    ev = make_evaluator(model, _loader(digits), progress=False)
+    agp = AGPPruner(LevelPruner(model, CFG), 2, 2, ev)
+    agp.compress(max_steps=6, max_epochs=None)
+    agp.unwrap_model()
+    assert torch.equal(model.features[0].weight, before)
+
+
+def test_unwrap_restores_dense_weights_but_finalize_does_not(dense_digits, digits):
+    model = copy.deepcopy(dense_digits)
+    base = LevelPruner(model, CFG, evaluator=make_evaluator(model, _loader(digits), progress=False))
+    pruner = BAPPruner(base, 2, 2, log_interval=0)
+    _, masks = pruner.compress(max_steps=4, max_epochs=None)
+    x = digits.x_test[:32]
+    with torch.no_grad():
+        masked_logits = model(x)
+    pruner.unwrap_model()
+    assert float((model.features[0].weight == 0).float().mean()) < 0.01   # NNI's trap: dense again
+    apply_masks(model, masks)
+    assert float((model.features[0].weight == 0).float().mean()) == pytest.approx(0.8, abs=0.02)
+    assert torch.allclose(model(x), masked_logits, atol=1e-5)
+    assert finalize(pruner) is model  # harmless on an unwrapped model
+
+
+def test_structured_base_pruner_and_linear_schedule(dense_digits, digits):
+    model = copy.deepcopy(dense_digits)
+    cfg = [{'op_types': ['Conv2d'], 'sparse_ratio': 0.5}]
+    base = L1NormPruner(model, cfg, evaluator=make_evaluator(model, _loader(digits), progress=False))
+    pruner = BAPPruner(base, 2, 4, schedule='linear', candidates=3, log_interval=0)
+    pruner.compress(max_steps=10, max_epochs=None)
+    sp = [s['sparsity'] for s in pruner.statistics]
+    plain = finalize(pruner)
+    w = plain.features[0].weight
+    assert float((w.flatten(1).abs().sum(1) == 0).float().mean()) == pytest.approx(0.5, abs=0.07)
+    assert len(set(round(v, 4) for v in sp)) >= 4
+
+
+@pytest.mark.parametrize('name', sorted(SCHEDULES))
+def test_schedules(name):
+    assert schedule_ratio(name, 0, 10) == 0.0 and schedule_ratio(name, 10, 10) == 1.0
+    vals = [schedule_ratio(name, t, 10) for t in range(11)]
+    assert all(a < b for a, b in zip(vals, vals[1:]))
+    if name == 'agp':
+        assert vals[3] == pytest.approx(1 - 0.7 ** 3)
+    with pytest.raises(ValueError):
+        schedule_ratio('cosine', 1, 10)
+
+
+def test_bad_settings_refused(dense_digits, digits):
+    model = copy.deepcopy(dense_digits)
+    base = LevelPruner(model, CFG, evaluator=make_evaluator(model, _loader(digits), progress=False))
+    with pytest.raises(ValueError, match='schedule'):
+        BAPPruner(base, 2, 2, schedule='cosine')
+    with pytest.raises(ValueError, match='adv_weight'):
+        BAPPruner(base, 2, 2, adv_weight=1.5)
+
+
+def test_bap_more_robust_than_natural_at_08(dense_digits, digits):
+    x, y = digits.x_test, digits.y_test
+    out = {}
+    for method in ('natural', 'bap'):
+        r = prune(dense_digits, digits.train_set(), CFG, method=method, epochs=10, progress=False, seed=0)
+        torch.manual_seed(0)
+        out[method] = dict(
+            clean=accuracy(r.model, x, y),
+            median_l2=float(flat_norm(DeepFool(r.model, steps=50).attack(x, y).eta, 'l2').median()),
+            pgd=accuracy(r.model, PGD(r.model, eps=0.1, steps=20)(x, y), y))
+    nat, bap = out['natural'], out['bap']
+    assert bap['median_l2'] > nat['median_l2'] * 1.1, out
+    assert bap['pgd'] > nat['pgd'] + 0.03, out
+    assert abs(bap['clean'] - nat['clean']) <= 0.03, out
