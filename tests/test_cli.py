@@ -1,0 +1,73 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nni_bap.cli import main
+from nni_bap.report import AER_KEYS
+
+BAD = [
+    ({'modell': 'lenet5'}, "unknown config key 'modell'"),
+    ({'config_list': [{'op_types': ['Conv2d'], 'sparse_ratio': 1.2}]}, 'sparse_ratio must be a number in (0, 1)'),
+    ({'config_list': [{'op_types': ['Conv2d'], 'sparse_ratio': 0}]}, 'sparse_ratio must be a number in (0, 1)'),
+    ({'dataset': 'mnist', 'data_dir': '/nowhere/mnist'}, 'data folder /nowhere/mnist does not exist'),
+    ({'model': 'vgg19'}, "unknown model 'vgg19'"),
+    ({'method': 'adversarial-foo'}, "cannot read method suffix 'foo'"),
+]
+
+
+@pytest.mark.parametrize('cfg, message', BAD)
+def test_bad_config_stops_with_one_line(cfg, message, tmp_path, capsys):
+    path = tmp_path / 'cfg.json'
+    path.write_text(json.dumps(cfg))
+    assert main(['--quiet', 'prune', str(path), '--out', str(tmp_path / 'run')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / 'run').exists()
+
+
+def test_bad_sweep_sparsity_and_missing_run(tmp_path, capsys):
+    path = tmp_path / 'cfg.yaml'
+    path.write_text('model: digits_cnn\n')
+    assert main(['--quiet', 'sweep', str(path), '--sparsities', '0.5,1.0', '--out', str(tmp_path / 's')]) == 2
+    assert 'sparsity must be in (0, 1), got 1.0' in capsys.readouterr().err
+    assert main(['--quiet', 'export', str(tmp_path)]) == 2
+    assert 'no model.pt' in capsys.readouterr().err
+
+
+def test_demo_tiny_writes_valid_aer(tmp_path):
+    out = tmp_path / 'demo'
+    proc = subprocess.run([sys.executable, '-m', 'nni_bap.cli', '--quiet', 'demo', '--tiny', '--out', str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((out / 'aer.json').read_text())
+    assert {(r['method'], r['sparsity']) for r in rows} == {(m, s) for m in ('natural', 'adversarial', 'bap')
+                                                            for s in (0.5, 0.8)}
+    for r in rows:
+        assert set(AER_KEYS) <= set(r)
+        assert 0 <= r['clean_accuracy'] <= 1 and all(0 <= v <= 1 for v in r['robust_auc'].values())
+        assert (out / r['onnx']).exists() and r['onnx_max_abs_diff'] <= 1e-4
+        assert r['nonzero_params'] < r['params']
+    assert (out / 'aer.png').stat().st_size > 10000 and (out / 'aer.csv').read_text().startswith('method,sparsity')
+    assert 'bap' in proc.stdout and (out / 'bap.log').exists()
+
+
+def test_prune_export_eval_roundtrip(tmp_path):
+    cfg = tmp_path / 'cfg.yaml'
+    cfg.write_text('model: digits_cnn\ndense_epochs: 2\nepochs: 1\ntotal_times: 2\ntrain_limit: 256\n'
+                   'test_limit: 64\nmethod: bap\nbase_pruner: l1\n'
+                   'config_list: [{op_types: [Conv2d], sparse_ratio: 0.5}]\n'
+                   'eval: {fgsm: {budgets: [0.0, 0.1]}, pgd: {budgets: [0.0, 0.1], steps: 3}}\n')
+    run = tmp_path / 'run'
+    assert main(['--quiet', 'prune', str(cfg), '--out', str(run)]) == 0
+    assert main(['--quiet', 'export', str(run)]) == 0
+    exp = json.loads((run / 'export.json').read_text())
+    assert exp['structured'] and exp['efficiency']['flops'] < 675072
+    assert main(['--quiet', 'eval', str(run / 'model.onnx')]) == 0
+    rep = json.loads((run / 'report.json').read_text())
+    assert set(rep['curves']['pgd']['accuracy']) == {'torch', 'onnx'}
+    assert rep['curves']['pgd']['accuracy']['torch'] == rep['curves']['pgd']['accuracy']['onnx']
+    assert (run / 'report.md').read_text().startswith('# Robustness report') and (run / 'curves.png').exists()
+    assert rep['latency']['batch_64']['median_ms'] > 0 and 0 <= rep['transfer']['onnx_accuracy'] <= 1
