@@ -21,7 +21,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# torchattacks is the per-sample DeepFool reference; --no-deps keeps it from replacing torch.
 bench: $(STAMP)
+	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
 	$(PY) -m benchmarks
 
 clean:

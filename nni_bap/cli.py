@@ -66,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument('--seeds', type=lambda t: [int(v) for v in _words(t)], default=[0])
     sw.add_argument('--schedules', type=_words, default=None)
     sw.add_argument('--out', required=True)
+    sw.add_argument('--resume', action='store_true', help='reuse finished runs in --out')
     de = sub.add_parser('demo', help='the main job on the embedded digits dataset, end to end')
     de.add_argument('--out', default='runs/demo')
     de.add_argument('--sparsities', type=_floats, default=[0.5, 0.8])
@@ -130,7 +131,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             _setup_logging(out, args.quiet)
             from .runner import run_sweep
             rows = run_sweep(cfg, args.sparsities, args.methods, out, progress=progress, seeds=args.seeds,
-                             schedules=args.schedules)
+                             schedules=args.schedules, resume=args.resume)
             _print_rows(out, rows, time.perf_counter() - start)
         elif args.command == 'demo':
             cfg = dict(DEMO_CONFIG)

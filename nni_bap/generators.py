@@ -29,7 +29,7 @@ class BlindGenerator:
 
     Parameters
     ----------
-    steps, overshoot, candidates, norm, clip_min, clip_max
+    steps, overshoot, candidates, norm, clip_min, clip_max, drop_crossed
         DeepFool's settings (see :class:`~nni_bap.attacks.DeepFool`).
     cutoff
         Delta: a number (in the norm's units), ``'adaptive'`` or ``None``.
@@ -39,15 +39,16 @@ class BlindGenerator:
 
     def __init__(self, steps: int = 5, overshoot: float = 0.02, candidates: Optional[int] = None,
                  cutoff: Cutoff = 'adaptive', scale: float = 1.0, norm: str = 'l2',
-                 clip_min: Optional[float] = 0.0, clip_max: Optional[float] = 1.0):
+                 clip_min: Optional[float] = 0.0, clip_max: Optional[float] = 1.0, drop_crossed: bool = True):
         self.steps, self.overshoot, self.candidates = steps, overshoot, candidates
+        self.drop_crossed = drop_crossed
         self.cutoff, self.scale, self.norm = cutoff, scale, norm
         self.clip_min, self.clip_max = clip_min, clip_max
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tuple[Tensor, Dict[str, float]]:
         attack = DeepFool(model, steps=self.steps, overshoot=self.overshoot, norm=self.norm,
                           candidates=self.candidates, clip_min=self.clip_min, clip_max=self.clip_max,
-                          check_final=False)
+                          drop_crossed=self.drop_crossed, check_final=False)
         found = attack.attack(x, y)
         eta, delta = cutoff_scale(found.eta, self.cutoff, self.scale, self.norm)
         x_adv = attack.clamp(x + eta)

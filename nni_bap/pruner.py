@@ -135,7 +135,9 @@ class BAPPruner(_AdversarialComboPruner):
     overshoot
         DeepFool overshoot.
     candidates
-        Classes DeepFool considers (top-k, label included); ``None`` means all.
+        Classes DeepFool considers (top-k, label included); ``None`` means all. The default 3
+        (label and two strongest rivals) costs about a third of all ten classes per step with
+        robustness within noise of the all-class version (see ``benchmarks/RESULTS.md``).
     adv_weight
         Weight of the AE loss.
     norm
@@ -154,7 +156,7 @@ class BAPPruner(_AdversarialComboPruner):
 
     def __init__(self, pruner: Pruner, interval_steps: int, total_times: int, evaluator: Evaluator | None = None,
                  *, schedule: str = 'agp', cutoff: Cutoff = 'adaptive', scale: float = 1.0, attack_steps: int = 5,
-                 overshoot: float = 0.02, candidates: Optional[int] = None, adv_weight: float = 0.5,
+                 overshoot: float = 0.02, candidates: Optional[int] = 3, adv_weight: float = 0.5,
                  norm: str = 'l2', clip_min: Optional[float] = 0.0, clip_max: Optional[float] = 1.0,
                  log_interval: int = 50):
         self.generator = BlindGenerator(steps=attack_steps, overshoot=overshoot, candidates=candidates,

@@ -13,16 +13,17 @@ import torch
 from torch import nn
 
 from .attacks import PGD
-from .config import parse_method, validate_config, with_sparsity
+from .config import ConfigError, parse_method, validate_config, with_sparsity
 from .data import DataSplit, load_dataset
 from .evaluate import DEFAULT_SPEC, evaluate_robustness
 from .methods import prune
 from .models import build_model
 from .report import write_aer, write_report
+from .schedule import SCHEDULES
 from .training import accuracy, train
 
 __all__ = ['aer_row', 'dense_model', 'load_data', 'load_run', 'run_eval', 'run_export', 'run_prune', 'run_sweep',
-           'save_dense_run']
+           'parse_process', 'save_dense_run']
 
 _logger = logging.getLogger(__name__)
 STRUCTURED = ('l1', 'l2', 'fpgm')
@@ -135,7 +136,11 @@ def run_export(run_dir: Path, data: Optional[DataSplit] = None) -> Dict:
 
 def run_eval(run_dir: Path, data: Optional[DataSplit] = None, spec: Optional[Dict] = None, progress: bool = True,
              latency: bool = True) -> Dict:
-    """Robustness report of a run (torch and, when exported, onnxruntime side by side)."""
+    """Robustness report of a run (torch and, when exported, onnxruntime side by side).
+
+    With ``latency`` (the ``bap eval`` command), an exported run also gets onnxruntime latencies and the
+    accuracy of the deployed model on PGD examples crafted on torch and saved as ``adv_pgd0.1.npz``.
+    """
     from .export import OnnxClassifier
     run_dir = Path(run_dir)
     cfg, model, _ = load_run(run_dir)
@@ -147,7 +152,7 @@ def run_eval(run_dir: Path, data: Optional[DataSplit] = None, spec: Optional[Dic
     report = evaluate_robustness(model, data.x_test, data.y_test, spec or cfg.get('eval') or DEFAULT_SPEC,
                                  classifiers=classifiers, progress=progress, seed=cfg['seed'])
     report['model'], report['dataset'], report['method'] = cfg['model'], cfg['dataset'], cfg['method']
-    if ort is not None:
+    if ort is not None and latency:
         torch.manual_seed(cfg['seed'])
         adv = PGD(model, eps=0.1, steps=20)(data.x_test, data.y_test)
         np.savez(run_dir / 'adv_pgd0.1.npz', x=adv.numpy(), y=data.y_test.numpy())
@@ -181,10 +186,29 @@ def aer_row(run_dir: Path, root: Path) -> Dict:
     return row
 
 
+def parse_process(process: str, default_fraction: float):
+    """``'agp'`` or ``'agp@0.3'`` (schedule, and the fraction of training it spans) -> (schedule, fraction)."""
+    schedule, _, frac = process.partition('@')
+    if schedule not in SCHEDULES:
+        raise ConfigError(f'unknown schedule {schedule!r} in {process!r}; choose one of {sorted(SCHEDULES)}')
+    try:
+        fraction = float(frac) if frac else float(default_fraction)
+    except ValueError:
+        raise ConfigError(f'cannot read the fraction of {process!r} (expected e.g. agp@0.3)') from None
+    if not 0 < fraction <= 1:
+        raise ConfigError(f'schedule fraction of {process!r} must be in (0, 1]')
+    return schedule, fraction
+
+
 def run_sweep(cfg: Dict, sparsities: Sequence[float], methods: Sequence[str], out: Path, progress: bool = True,
-              export: bool = True, seeds: Sequence[int] = (0,), schedules: Optional[Sequence[str]] = None) -> List[Dict]:
-    """Every (schedule, seed, method, sparsity): prune, export, evaluate; then ``aer.json``, ``aer.csv``, ``aer.png``."""
+              export: bool = True, seeds: Sequence[int] = (0,), schedules: Optional[Sequence[str]] = None,
+              resume: bool = False) -> List[Dict]:
+    """Every (pruning process, seed, method, sparsity): prune, export, evaluate; then ``aer.json``, ``aer.csv``,
+    ``aer.png``. A process is a schedule name with an optional fraction of training: ``'agp@0.3'``.
+    With ``resume``, runs whose folder already holds a report are read back instead of redone."""
     base = validate_config(cfg)
+    for process in schedules or []:
+        parse_process(process, base['schedule_fraction'])
     for m in methods:
         parse_method(m, base)
     out.mkdir(parents=True, exist_ok=True)
@@ -199,22 +223,25 @@ def run_sweep(cfg: Dict, sparsities: Sequence[float], methods: Sequence[str], ou
         run_eval(dense_dir, data, progress=progress, latency=False)
         dense_rows.append(aer_row(dense_dir, out))
     (out / 'dense.json').write_text(json.dumps(dense_rows, indent=2))
-    for schedule in schedules or [base['schedule']]:
+    for process in schedules or [base['schedule']]:
+        schedule, fraction = parse_process(process, base['schedule_fraction'])
         for seed in seeds:
-            scfg = {**base, 'seed': seed, 'schedule': schedule}
+            scfg = {**base, 'seed': seed, 'schedule': schedule, 'schedule_fraction': fraction}
             dense = dense_model(scfg, data, out / 'cache', progress)
             for method in methods:
                 for sp in sparsities:
-                    run_dir = out / f'{schedule}-seed{seed}' / f'{method}-{sp:g}'
+                    run_dir = out / f'{process}-seed{seed}' / f'{method}-{sp:g}'
                     rcfg = with_sparsity({**scfg, 'method': method}, sp)
                     start = time.perf_counter()
-                    run_prune(rcfg, run_dir, data=data, dense=dense, progress=progress)
-                    if export:
-                        run_export(run_dir, data)
-                    run_eval(run_dir, data, progress=progress, latency=False)
+                    if not (resume and (run_dir / 'report.json').exists()):
+                        run_prune(rcfg, run_dir, data=data, dense=dense, progress=progress)
+                        if export:
+                            run_export(run_dir, data)
+                        run_eval(run_dir, data, progress=progress, latency=False)
                     row = aer_row(run_dir, out)
+                    row['schedule'] = process
                     rows.append(row)
-                    _logger.info('%s/%s sparsity %g: clean %.4f, AUC %s (%.1f s)', schedule, method, sp,
+                    _logger.info('%s/%s sparsity %g: clean %.4f, AUC %s (%.1f s)', process, method, sp,
                                  row['clean_accuracy'], {k: round(v, 3) for k, v in row['robust_auc'].items()},
                                  time.perf_counter() - start)
     write_aer(rows, out)

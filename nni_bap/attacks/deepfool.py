@@ -58,6 +58,10 @@ class DeepFool(Attack):
         ``candidates=3`` looks at the two strongest rivals. ``None`` considers all classes.
     clip_min, clip_max
         Valid input range.
+    drop_crossed
+        Drop samples that crossed from later iterations (default). ``False`` keeps the whole
+        batch in every forward/backward pass (crossed samples frozen): the straightforward
+        implementation, kept as the reference for benchmarks.
     check_final
         Run one more forward pass to fill :attr:`DeepFoolResult.crossed` for the samples still
         active after the last iteration. Training hooks that do not need it can turn it off.
@@ -65,7 +69,7 @@ class DeepFool(Attack):
 
     def __init__(self, model: nn.Module, steps: int = 50, overshoot: float = 0.02, norm: str = 'l2',
                  candidates: int | None = None, clip_min: float | None = 0.0, clip_max: float | None = 1.0,
-                 check_final: bool = True):
+                 drop_crossed: bool = True, check_final: bool = True):
         super().__init__(model, clip_min, clip_max)
         if norm not in ('l2', 'linf'):
             raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
@@ -75,6 +79,7 @@ class DeepFool(Attack):
         self.overshoot = float(overshoot)
         self.norm = norm
         self.candidates = candidates
+        self.drop_crossed = drop_crossed
         self.check_final = check_final
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
@@ -135,25 +140,28 @@ class DeepFool(Attack):
         x_adv = x.clone()
         crossed = torch.zeros(b, dtype=torch.bool, device=x.device)
         iterations = torch.zeros(b, dtype=torch.long, device=x.device)
-        active = torch.arange(b, device=x.device)
+        everyone = torch.arange(b, device=x.device)
+        active = everyone
         for _ in range(self.steps):
-            xa = x_adv[active].requires_grad_(True)
+            rows = active if self.drop_crossed else everyone
+            xa = x_adv[rows].requires_grad_(True)
             logits = self.logits(xa)
-            still = logits.argmax(dim=1) == y[active]
-            crossed[active[~still]] = True
+            still = (logits.argmax(dim=1) == y[rows]) & ~crossed[rows]
+            crossed[rows[~still]] = True
             if not bool(still.any()):
                 active = active[:0]
                 break
             keep = still.nonzero().squeeze(1)
-            logits, ya = logits[keep], y[active[keep]]
-            rivals = self._rivals(logits, ya)
-            f = logits.gather(1, rivals) - logits.gather(1, ya[:, None])
-            grads = []
-            for j in range(f.shape[1]):
-                (g,) = torch.autograd.grad(f[:, j].sum(), xa, retain_graph=j < f.shape[1] - 1)
-                grads.append(g[keep].reshape(keep.shape[0], -1))
-            w = self._free(torch.stack(grads, dim=1), xa.detach()[keep].reshape(keep.shape[0], -1))
-            active = active[keep]
+            # the reference mode differentiates the whole batch; the default only what still moves
+            src = logits[keep] if self.drop_crossed else logits
+            ys = y[rows[keep]] if self.drop_crossed else y[rows]
+            f = src.gather(1, self._rivals(src, ys)) - src.gather(1, ys[:, None])
+            grads = [torch.autograd.grad(f[:, j].sum(), xa, retain_graph=j < f.shape[1] - 1)[0][keep]
+                     for j in range(f.shape[1])]
+            f = f if self.drop_crossed else f[keep]
+            active = rows[keep]
+            w = self._free(torch.stack([g.reshape(keep.shape[0], -1) for g in grads], dim=1),
+                           xa.detach()[keep].reshape(keep.shape[0], -1))
             iterations[active] += 1
             r_tot[active] += self._step(f.detach(), w)
             x_adv[active] = self.clamp(x[active] + (1 + self.overshoot) * r_tot[active].view(-1, *shape))

@@ -173,6 +173,7 @@ def export_onnx(model: nn.Module, path: str, dummy_input: Tensor, masks=None, va
         check_onnx(tmp)
         parity = validate_onnx(tmp, final, x_val, atol=atol)
         eff = onnx_efficiency(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -184,6 +185,12 @@ def export_onnx(model: nn.Module, path: str, dummy_input: Tensor, masks=None, va
     return ExportResult(path, sp.structured, sp.note, sp.max_abs_diff, sp.bn_drift, parity['max_abs_diff'],
                         parity['argmax_agreement'], eff, {k: v if isinstance(v, str) else json.dumps(v)
                                                           for k, v in meta.items()}, final)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _version() -> str:

@@ -28,6 +28,9 @@ from .errors import SpeedupParityError
 __all__ = ['SpeedupResult', 'channel_consistent', 'is_structured', 'speed_up', 'structured_dependency_config']
 
 _logger = logging.getLogger(__name__)
+#: ModelSpeedup reports every replaced module at INFO; keep that at DEBUG level of detail.
+_SPEEDUP_LOG = logging.getLogger(__name__ + '.modelspeedup')
+_SPEEDUP_LOG.setLevel(logging.WARNING)
 Masks = Dict[str, Dict[str, Optional[Tensor]]]
 
 
@@ -120,7 +123,7 @@ def speed_up(model: nn.Module, masks: Masks, dummy_input: Tensor, check_inputs=N
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # NNI prints progress lines
             ModelSpeedup(model, dummy_input, masks, graph_module=symbolic_trace(model),
-                         logger=logging.getLogger('nni.speedup')).speedup_model()
+                         logger=_SPEEDUP_LOG).speedup_model()
     finally:
         for m, mom in zip(bns, momenta):
             m.momentum = mom

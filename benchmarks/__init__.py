@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of nni-bap (``python -m benchmarks``)."""

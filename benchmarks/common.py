@@ -1,0 +1,56 @@
+"""Shared pieces: a trained LeNet-5 on MNIST (or digits when MNIST is absent), paired timing."""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Dict, Tuple
+
+import torch
+from torch import nn
+
+from nni_bap.data import DataSplit, load_digits, load_mnist
+from nni_bap.models import build_model
+
+MNIST_DIR = Path(os.environ.get('BAP_MNIST_DIR', Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data' / 'mnist'))
+
+
+def data() -> DataSplit:
+    """MNIST from ``../shared/data/mnist`` (or ``$BAP_MNIST_DIR``); digits when it is absent."""
+    if (MNIST_DIR / 't10k-images-idx3-ubyte.gz').exists():
+        return load_mnist(str(MNIST_DIR))
+    return load_digits()
+
+
+def trained_lenet(d: DataSplit, epochs: int = 3, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    c, s, _ = d.input_shape
+    model = build_model('lenet5', c, 10, s)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(epochs):
+        for i in range(0, len(d.x_train), 64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(d.x_train[i:i + 64]), d.y_train[i:i + 64]).backward()
+            opt.step()
+    return model.eval()
+
+
+def paired(a: Callable[[], object], b: Callable[[], object], reps: int = 7, warmup: int = 2) -> Tuple[float, float]:
+    """Median wall times (ms) of ``a`` and ``b``, measured in alternation after warm-up."""
+    for _ in range(warmup):
+        a()
+        b()
+    ta, tb = [], []
+    for _ in range(reps):
+        for fn, acc in ((a, ta), (b, tb)):
+            start = time.perf_counter()
+            fn()
+            acc.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def line(name: str, ratio: float, a_ms: float, b_ms: float, goal: str, ok: bool) -> Dict:
+    text = f'{name}: {ratio:.2f} ({a_ms:.2f} ms / {b_ms:.2f} ms) goal {goal} {"ok" if ok else "MISS"}'
+    print(text, flush=True)
+    return {'name': name, 'ratio': ratio, 'a_ms': a_ms, 'b_ms': b_ms, 'goal': goal, 'ok': ok, 'text': text}

@@ -1,0 +1,61 @@
+"""Robustness reached by default BAP vs the all-class reference (same data, seeds, schedule)."""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import numpy as np
+import torch
+
+from nni.compression.pruning import LevelPruner
+
+from nni_bap.attacks import PGD, DeepFool, flat_norm
+from nni_bap.compat import finalize
+from nni_bap.pruner import BAPPruner
+from nni_bap.training import accuracy, make_evaluator
+
+from .common import line
+
+CFG = [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.8}]
+
+
+def _prune(model, data, seed: int, reference: bool, n_train: int = 2000, epochs: int = 2) -> Dict[str, float]:
+    import copy
+    import time
+    torch.manual_seed(seed)
+    model = copy.deepcopy(model)
+    ds = torch.utils.data.TensorDataset(data.x_train[:n_train], data.y_train[:n_train])
+    loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    base = LevelPruner(model, CFG, evaluator=make_evaluator(model, loader, progress=False))
+    steps = epochs * len(loader)
+    pruner = BAPPruner(base, interval_steps=max(1, int(0.7 * steps) // 5), total_times=5, log_interval=0)
+    if reference:
+        pruner.generator.candidates = None
+        pruner.generator.drop_crossed = False
+    start = time.perf_counter()
+    pruner.compress(max_steps=steps, max_epochs=None)
+    seconds = time.perf_counter() - start
+    plain = finalize(pruner)
+    x, y = data.x_test[:500], data.y_test[:500]
+    torch.manual_seed(0)
+    return {'clean': accuracy(plain, x, y), 'pgd0.1': accuracy(plain, PGD(plain, eps=0.1, steps=20)(x, y), y),
+            'median_l2': float(flat_norm(DeepFool(plain, steps=50).attack(x, y).eta, 'l2').median()),
+            'seconds': seconds}
+
+
+def run(model, data, seeds=(0, 1)) -> List[Dict]:
+    res = {kind: [_prune(model, data, s, kind == 'reference') for s in seeds] for kind in ('default', 'reference')}
+    out = []
+    for kind, runs in res.items():
+        means = {k: np.mean([r[k] for r in runs]) for k in runs[0]}
+        spread = {k: np.ptp([r[k] for r in runs]) for k in runs[0]}
+        text = (f'  info: BAP {kind:<9} LeNet-5 sparsity 0.8: clean {means["clean"]:.4f} (+-{spread["clean"] / 2:.4f}), '
+                f'PGD-0.1 acc {means["pgd0.1"]:.4f} (+-{spread["pgd0.1"] / 2:.4f}), median DeepFool L2 '
+                f'{means["median_l2"]:.3f} (+-{spread["median_l2"] / 2:.3f}), prune {means["seconds"]:.1f} s')
+        print(text, flush=True)
+        out.append({'name': f'bap_{kind}_robustness', 'text': text, 'ok': True, **means})
+    d, r = out[0], out[1]
+    noise = max(0.02, max(np.ptp([x['pgd0.1'] for x in res[k]]) for k in res))
+    diff = abs(d['pgd0.1'] - r['pgd0.1'])
+    out.append(line('bap_default_vs_reference_pgd_acc', d['pgd0.1'] / r['pgd0.1'], d['seconds'] * 1e3,
+                    r['seconds'] * 1e3, f'|diff| {diff:.3f} <= noise {noise:.3f}', diff <= noise))
+    return out
