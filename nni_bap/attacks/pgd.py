@@ -17,13 +17,13 @@ class PGD(Attack):
     model
         Classifier returning logits.
     eps
-        Linf budget.
+        The budget.
     alpha
         Step size; ``None`` means ``2.5 * eps / steps``.
     steps
         Number of iterations.
     random_start
-        Start from a uniform point in the Linf ball.
+        Start from a uniform random point of the ball.
     clip_min, clip_max
         Valid input range.
     """
@@ -36,13 +36,20 @@ class PGD(Attack):
         self.alpha = float(alpha) if alpha is not None else 2.5 * self.eps / max(self.steps, 1)
         self.random_start = random_start
 
+    def _start(self, x: Tensor) -> Tensor:
+        return x + torch.empty_like(x).uniform_(-self.eps, self.eps)
+
+    def _ascend(self, grad: Tensor) -> Tensor:
+        return self.alpha * grad.sign()
+
+    def _project(self, delta: Tensor) -> Tensor:
+        return delta.clamp(-self.eps, self.eps)
+
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
         if self.eps == 0 or self.steps == 0:
             return x
-        x_adv = x
-        if self.random_start:
-            x_adv = self.clamp(x + torch.empty_like(x).uniform_(-self.eps, self.eps))
+        x_adv = self.clamp(self._start(x)) if self.random_start else x
         for _ in range(self.steps):
-            x_adv = x_adv + self.alpha * self.loss_grad(x_adv, y).sign()
-            x_adv = self.clamp(x + (x_adv - x).clamp(-self.eps, self.eps))
+            x_adv = x_adv + self._ascend(self.loss_grad(x_adv, y))
+            x_adv = self.clamp(x + self._project(x_adv - x))
         return x_adv
