@@ -15,7 +15,7 @@ __all__ = ['main']
 _logger = logging.getLogger('nni_bap')
 
 DEMO_CONFIG = {'model': 'digits_cnn', 'dataset': 'digits', 'dense_epochs': 15, 'epochs': 8,
-               'adversarial': {'attack': 'fgsm', 'eps': 0.1}, 'bap': {'candidates': 3}}
+               'adversarial': {'attack': 'fgsm', 'eps': 0.1}}
 
 
 def _setup_logging(out: Optional[Path], quiet: bool) -> None:
