@@ -209,7 +209,7 @@ def figures(rows, out: Path):
                 ax.errorbar(s + (i - 4) * 0.004, np.mean(vals), yerr=[[np.mean(vals) - min(vals)], [max(vals) - np.mean(vals)]],
                             fmt='o', ms=3, capsize=2, color=f'C{i}', label=m if s == sps[0] else None)
     ax.set_xlabel('sparsity')
-    ax.set_ylabel('PGD robust AUC (min-max across processes and seeds)')
+    ax.set_ylabel('PGD AUC (bars: min-max over runs)')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
     fig.tight_layout()
