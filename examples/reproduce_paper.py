@@ -29,7 +29,7 @@ import numpy as np
 
 from nni_bap.config import validate_config
 from nni_bap.report import plot_aer
-from nni_bap.runner import run_sweep
+from nni_bap.runner import aer_row, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / 'examples' / 'results'
@@ -219,12 +219,27 @@ def figures(rows, out: Path):
     plt.close(fig)
 
 
+def finished_rows(work: Path):
+    """aer.json rows of the run folders of ``work`` that hold a report."""
+    rows = []
+    for run in sorted(work.glob('*-seed*/*')):
+        if (run / 'report.json').exists():
+            row = aer_row(run, work)
+            row['schedule'] = run.parent.name.rsplit('-seed', 1)[0]
+            rows.append(row)
+    return rows
+
+
 def analyse(works, out: Path, args) -> None:
     """Merge the runs of one or more work folders and write the committed results."""
     rows, dense, seconds = [], [], 0.0
     for work in works:
-        rows += json.loads((work / 'aer.json').read_text())
-        dense += json.loads((work / 'dense.json').read_text())
+        if (work / 'aer.json').exists():
+            rows += json.loads((work / 'aer.json').read_text())
+            dense += json.loads((work / 'dense.json').read_text())
+        else:  # an interrupted run: read back every finished run folder
+            rows += finished_rows(work)
+            dense += [aer_row(d, work) for d in sorted(work.glob('dense-seed*')) if (d / 'report.json').exists()]
         if (work / 'wall_seconds.txt').exists():
             seconds = max(seconds, float((work / 'wall_seconds.txt').read_text()))
     out.mkdir(parents=True, exist_ok=True)
