@@ -130,7 +130,12 @@ def claims(rows):
 def write_readme(rows, dense, verdicts, table, seconds, out: Path, args):
     v1, v2, v3 = verdicts['claim1'], verdicts['claim2'], verdicts['claim3']
     yes = lambda b: 'supported' if b else 'not supported'
-    lines = ['# Reproducing the BAP paper on MNIST', '',
+    done = sorted({r['schedule'] for r in rows})
+    expected = len(PROCESSES) * len(SEEDS) * len(SPARSITIES) * len(METHODS)
+    partial = [] if len(rows) >= expected else [
+        f'**Partial run: {len(rows)} of {expected} pruned models finished (processes: {", ".join(done)}). '
+        'Verdicts that compare pruning processes need all three; resume with `--resume` and merge again.**', '']
+    lines = ['# Reproducing the BAP paper on MNIST', ''] + partial + [
              f'Command: `python examples/reproduce_paper.py{" --quick" if args.quick else ""}`; wall time {seconds / 60:.1f} min '
              f'on this machine; {len(rows)} pruned models (+{len(dense)} dense), each exported to ONNX and re-classified '
              'by onnxruntime.', '',
