@@ -202,10 +202,11 @@ def parse_process(process: str, default_fraction: float):
 
 def run_sweep(cfg: Dict, sparsities: Sequence[float], methods: Sequence[str], out: Path, progress: bool = True,
               export: bool = True, seeds: Sequence[int] = (0,), schedules: Optional[Sequence[str]] = None,
-              resume: bool = False) -> List[Dict]:
+              resume: bool = False, method_major: bool = False) -> List[Dict]:
     """Every (pruning process, seed, method, sparsity): prune, export, evaluate; then ``aer.json``, ``aer.csv``,
     ``aer.png``. A process is a schedule name with an optional fraction of training: ``'agp@0.3'``.
-    With ``resume``, runs whose folder already holds a report are read back instead of redone."""
+    With ``resume``, runs whose folder already holds a report are read back instead of redone; with
+    ``method_major``, all processes and seeds of one method run before the next method."""
     base = validate_config(cfg)
     for process in schedules or []:
         parse_process(process, base['schedule_fraction'])
@@ -223,26 +224,26 @@ def run_sweep(cfg: Dict, sparsities: Sequence[float], methods: Sequence[str], ou
         run_eval(dense_dir, data, progress=progress, latency=False)
         dense_rows.append(aer_row(dense_dir, out))
     (out / 'dense.json').write_text(json.dumps(dense_rows, indent=2))
-    for process in schedules or [base['schedule']]:
+    combos = [(process, seed, method, sp) for process in schedules or [base['schedule']] for seed in seeds
+              for method in methods for sp in sparsities]
+    if method_major:  # every process of one method before the next method: partial runs stay comparable
+        combos.sort(key=lambda c: (list(methods).index(c[2]), c[1], c[3]))
+    for process, seed, method, sp in combos:
         schedule, fraction = parse_process(process, base['schedule_fraction'])
-        for seed in seeds:
-            scfg = {**base, 'seed': seed, 'schedule': schedule, 'schedule_fraction': fraction}
-            dense = dense_model(scfg, data, out / 'cache', progress)
-            for method in methods:
-                for sp in sparsities:
-                    run_dir = out / f'{process}-seed{seed}' / f'{method}-{sp:g}'
-                    rcfg = with_sparsity({**scfg, 'method': method}, sp)
-                    start = time.perf_counter()
-                    if not (resume and (run_dir / 'report.json').exists()):
-                        run_prune(rcfg, run_dir, data=data, dense=dense, progress=progress)
-                        if export:
-                            run_export(run_dir, data)
-                        run_eval(run_dir, data, progress=progress, latency=False)
-                    row = aer_row(run_dir, out)
-                    row['schedule'] = process
-                    rows.append(row)
-                    _logger.info('%s/%s sparsity %g: clean %.4f, AUC %s (%.1f s)', process, method, sp,
-                                 row['clean_accuracy'], {k: round(v, 3) for k, v in row['robust_auc'].items()},
-                                 time.perf_counter() - start)
+        scfg = {**base, 'seed': seed, 'schedule': schedule, 'schedule_fraction': fraction}
+        dense = dense_model(scfg, data, out / 'cache', progress)
+        run_dir = out / f'{process}-seed{seed}' / f'{method}-{sp:g}'
+        rcfg = with_sparsity({**scfg, 'method': method}, sp)
+        start = time.perf_counter()
+        if not (resume and (run_dir / 'report.json').exists()):
+            run_prune(rcfg, run_dir, data=data, dense=dense, progress=progress)
+            if export:
+                run_export(run_dir, data)
+            run_eval(run_dir, data, progress=progress, latency=False)
+        row = aer_row(run_dir, out)
+        row['schedule'] = process
+        rows.append(row)
+        _logger.info('%s/%s sparsity %g: clean %.4f, AUC %s (%.1f s)', process, method, sp, row['clean_accuracy'],
+                     {k: round(v, 3) for k, v in row['robust_auc'].items()}, time.perf_counter() - start)
     write_aer(rows, out)
     return rows
