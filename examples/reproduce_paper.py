@@ -154,6 +154,14 @@ def claims(rows):
     return {'claim1': c1, 'claim2': c2, 'claim3': c3}
 
 
+def _command(args) -> str:
+    if args.merge:
+        works = ' '.join(Path(w).name for w in args.merge)
+        return ('one `python examples/reproduce_paper.py --seeds S --threads 1 --work runs/reproduce/sS` process per '
+                f'seed, in parallel, then `python examples/reproduce_paper.py --merge` over {works}')
+    return f'`python examples/reproduce_paper.py{" --quick" if args.quick else ""}`'
+
+
 def write_readme(rows, dense, verdicts, table, seconds, out: Path, args):
     v1, v2, v3 = verdicts['claim1'], verdicts['claim2'], verdicts['claim3']
     yes = lambda b: 'supported' if b else 'not supported'
@@ -165,7 +173,7 @@ def write_readme(rows, dense, verdicts, table, seconds, out: Path, args):
         f'{", ".join(sorted(set(METHODS) - set(_full(rows)))) or "none"}. The verdicts use what finished, as stated '
         'under each claim; `--resume` finishes the grid.**', '']
     lines = ['# Reproducing the BAP paper on MNIST', ''] + partial + [
-             f'Command: `python examples/reproduce_paper.py{" --quick" if args.quick else ""}`; wall time {seconds / 60:.1f} min '
+             f'Command: {_command(args)}; wall time {seconds / 60:.1f} min '
              f'on this machine; {len(rows)} pruned models (+{len(dense)} dense), each exported to ONNX and re-classified '
              'by onnxruntime.', '',
              f'Setting: LeNet-5, MNIST t10k images 0-7999 for training, '
