@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Dict, List
 
 import torch
@@ -13,7 +14,7 @@ from nni_bap.pruner import BAPPruner
 from .common import line, paired
 
 BATCH = 128
-DEFAULTS = {k: v.default for k, v in __import__('inspect').signature(BAPPruner).parameters.items()
+DEFAULTS = {k: v.default for k, v in inspect.signature(BAPPruner).parameters.items()
             if k in ('attack_steps', 'overshoot', 'candidates', 'cutoff', 'scale')}
 
 

@@ -6,7 +6,7 @@ import json
 import logging
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
@@ -79,7 +79,7 @@ def write_report(report: Dict, out: Path) -> None:
     plot_curves(report, out / 'curves.png')
 
 
-def aer_table(rows: List[Dict], attack: str = 'pgd') -> str:
+def aer_table(rows: List[Dict]) -> str:
     """A plain-text table: method, sparsity, clean accuracy, robust AUCs, FLOPs, ORT difference."""
     attacks = [a for a in ('deepfool', 'fgsm', 'pgd', 'pgd_l2', 'worst_linf') if rows and a in rows[0]['robust_auc']]
     head = f'{"method":<22}{"sparsity":>9}{"clean":>8}' + ''.join(f'{a:>11}' for a in attacks) + \
@@ -137,7 +137,7 @@ def plot_aer(rows: List[Dict], path: Path, attack: str = 'pgd') -> None:
     plt.close(fig)
 
 
-def write_aer(rows: List[Dict], out: Path, dense: Optional[List[Dict]] = None) -> None:
+def write_aer(rows: List[Dict], out: Path) -> None:
     """``aer.json`` (one row per run), ``aer.csv`` (flat columns) and ``aer.png``."""
     out = Path(out)
     (out / 'aer.json').write_text(json.dumps(rows, indent=2))
