@@ -54,3 +54,10 @@ def line(name: str, ratio: float, a_ms: float, b_ms: float, goal: str, ok: bool)
     text = f'{name}: {ratio:.2f} ({a_ms:.2f} ms / {b_ms:.2f} ms) goal {goal} {"ok" if ok else "MISS"}'
     print(text, flush=True)
     return {'name': name, 'ratio': ratio, 'a_ms': a_ms, 'b_ms': b_ms, 'goal': goal, 'ok': ok, 'text': text}
+
+
+def info(text: str) -> Dict:
+    """An indented information line, printed now and kept for RESULTS.md."""
+    text = f'  info: {text}'
+    print(text, flush=True)
+    return {'goal': 'info', 'text': text}

@@ -72,6 +72,9 @@ def write_report(report: Dict, out: Path) -> None:
     if 'latency' in report:
         lines += [''] + [f'- onnxruntime latency {k}: median {v["median_ms"]:.3f} ms, p90 {v["p90_ms"]:.3f} ms'
                          for k, v in report['latency'].items()]
+    if report.get('kernels_batch_64'):
+        lines += ['', '| slowest onnxruntime kernels, batch 64 | op | median us | share |', '|---|---|---|---|']
+        lines += [f'| {k["node"]} | {k["op"]} | {k["median_us"]:.0f} | {k["share"]:.0%} |' for k in report['kernels_batch_64']]
     lines += ['', '## Sanity checks', '']
     lines += [f'- WARNING: {w}' for w in report['warnings']] or ['- none flagged']
     lines += ['', '![curves](curves.png)', '']

@@ -138,8 +138,9 @@ def run_eval(run_dir: Path, data: Optional[DataSplit] = None, spec: Optional[Dic
              latency: bool = True) -> Dict:
     """Robustness report of a run (torch and, when exported, onnxruntime side by side).
 
-    With ``latency`` (the ``bap eval`` command), an exported run also gets onnxruntime latencies and the
-    accuracy of the deployed model on PGD examples crafted on torch and saved as ``adv_pgd0.1.npz``.
+    With ``latency`` (the ``bap eval`` command), an exported run also gets onnxruntime latencies, its
+    slowest kernels at batch 64, and the accuracy of the deployed model on PGD examples crafted on torch
+    and saved as ``adv_pgd0.1.npz``.
     """
     from .export import OnnxClassifier
     run_dir = Path(run_dir)
@@ -161,6 +162,7 @@ def run_eval(run_dir: Path, data: Optional[DataSplit] = None, spec: Optional[Dic
                               'torch_accuracy': accuracy(model, adv, data.y_test)}
         if latency:
             report['latency'] = {f'batch_{b}': ort.latency(batch_size=b, x=data.x_test[:b].numpy()) for b in (1, 64)}
+            report['kernels_batch_64'] = ort.profile(data.x_test[:64].numpy(), repeats=20)[:8]
     write_report(report, run_dir)
     return report
 

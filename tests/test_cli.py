@@ -71,3 +71,6 @@ def test_prune_export_eval_roundtrip(tmp_path):
     assert rep['curves']['pgd']['accuracy']['torch'] == rep['curves']['pgd']['accuracy']['onnx']
     assert (run / 'report.md').read_text().startswith('# Robustness report') and (run / 'curves.png').exists()
     assert rep['latency']['batch_64']['median_ms'] > 0 and 0 <= rep['transfer']['onnx_accuracy'] <= 1
+    kernels = rep['kernels_batch_64']
+    assert 'Conv' in kernels[0]['op'] and [k['median_us'] for k in kernels] == sorted((k['median_us'] for k in kernels), reverse=True)
+    assert kernels[0]['node'] in (run / 'report.md').read_text()

@@ -109,11 +109,21 @@ def test_runtime_needs_neither_torch_nor_nni(tmp_path):
         import sys
         sys.modules['torch'] = None
         sys.modules['nni'] = None
+        import numpy as np
+        from nni_bap.export.errors import InputShapeError
         from nni_bap.export.runtime import OnnxClassifier
         clf = OnnxClassifier({res.path!r}, threads=1)
         assert clf.accuracy_npz({str(tmp_path / 'adv.npz')!r}) == 1.0
         lat = clf.latency(batch_size=4, warmup=2, repeats=5)
         assert lat['median_ms'] > 0
+        rows = clf.profile(np.random.rand(16, 1, 28, 28).astype(np.float32), repeats=5)
+        assert abs(sum(r['share'] for r in rows) - 1) < 1e-6
+        assert sum('Conv' in r['op'] for r in rows) == 2 and sum('Gemm' in r['op'] for r in rows) == 3
+        try:
+            clf.profile(np.zeros((2, 3, 28, 28), np.float32))
+            raise SystemExit('no InputShapeError')
+        except InputShapeError:
+            pass
         assert 'torch' not in [m for m, v in sys.modules.items() if v is not None]
         print('ok')
     ''')

@@ -1,13 +1,18 @@
-"""Run an exported classifier with onnxruntime: accuracy, accuracy on saved adversarial inputs, latency.
+"""Run an exported classifier with onnxruntime: accuracy, accuracy on saved adversarial inputs, latency,
+and where that latency goes (a per-node kernel profile).
 
 Imports only numpy and onnxruntime (no torch, no NNI), so it runs on the device as it is.
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -42,15 +47,7 @@ class OnnxClassifier:
     threads: int = 0
 
     def __post_init__(self):
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        if self.threads:
-            opts.intra_op_num_threads = int(self.threads)
-            opts.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(self.path, sess_options=opts, providers=['CPUExecutionProvider'])
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise CorruptModelError(f'onnxruntime cannot load {self.path}: {exc}') from exc
+        self.session = self._session()
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_shape = tuple(inp.shape[1:])
@@ -58,12 +55,30 @@ class OnnxClassifier:
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata: Dict[str, str] = dict(meta)
 
-    def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        """Raw outputs for ``x`` (float32, batch first)."""
+    def _session(self, profile_prefix: Optional[str] = None):
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        if self.threads:
+            opts.intra_op_num_threads = int(self.threads)
+            opts.inter_op_num_threads = 1
+        if profile_prefix:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = profile_prefix
+        try:
+            return ort.InferenceSession(self.path, sess_options=opts, providers=['CPUExecutionProvider'])
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise CorruptModelError(f'onnxruntime cannot load {self.path}: {exc}') from exc
+
+    def _check(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != tuple(self.input_shape):
             raise InputShapeError(f'{self.path} expects inputs of shape (batch, {", ".join(map(str, self.input_shape))}),'
                                   f' got {x.shape}')
+        return x
+
+    def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """Raw outputs for ``x`` (float32, batch first)."""
+        x = self._check(x)
         outs = [self.session.run(None, {self.input_name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
@@ -95,3 +110,39 @@ class OnnxClassifier:
             self.session.run(None, feed)
             times.append((time.perf_counter() - t) * 1e3)
         return {'batch_size': batch_size, 'median_ms': float(np.median(times)), 'p90_ms': float(np.percentile(times, 90))}
+
+    def profile(self, x: np.ndarray, repeats: int = 50) -> List[Dict]:
+        """Where the time goes: median kernel time of every node of the optimised graph, slowest first.
+
+        Runs ``x`` ``repeats`` times in a profiling session (same thread settings) and reads
+        onnxruntime's profiler. Node names are those of the graph onnxruntime executes, after its own
+        rewrites (e.g. ``..._nchwc`` convolutions with a fused activation, ``ReorderOutput`` layout
+        conversions), which is what explains a latency that does not follow the FLOPs.
+
+        Returns
+        -------
+        list of dict
+            ``{'op': op type, 'node': node name, 'median_us': float, 'share': fraction of the summed
+            medians, 'index': position in execution order}``.
+        """
+        folder = tempfile.mkdtemp(prefix='bap-ort-profile-')
+        try:
+            session = self._session(profile_prefix=os.path.join(folder, 'ort'))
+            feed = {self.input_name: self._check(x)}
+            for _ in range(repeats):
+                session.run(None, feed)
+            with open(session.end_profiling()) as fh:
+                events = json.load(fh)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        times: Dict[tuple, list] = {}
+        for event in events:
+            if event.get('cat') == 'Node' and event['name'].endswith('_kernel_time'):
+                key = (event['args'].get('op_name', '?'), event['name'][:-len('_kernel_time')].lstrip('/'))
+                times.setdefault(key, []).append(event['dur'])
+        rows = [{'op': op, 'node': node, 'median_us': float(np.median(t)), 'index': i}
+                for i, ((op, node), t) in enumerate(times.items())]
+        total = sum(r['median_us'] for r in rows) or 1.0
+        for r in rows:
+            r['share'] = r['median_us'] / total
+        return sorted(rows, key=lambda r: -r['median_us'])
