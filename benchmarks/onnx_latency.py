@@ -49,17 +49,17 @@ def _run(clf: OnnxClassifier, x):
 
 def _paired_profiles(clfs: Dict[str, OnnxClassifier], x, rounds: int = 7, repeats: int = 20) -> Dict[str, List[Dict]]:
     """Kernel profiles of several models taken in alternating rounds; per node the median over rounds."""
-    per_round: Dict[str, List[List[Dict]]] = {label: [] for label in clfs}
+    rows: Dict[str, Dict[tuple, Dict]] = {label: {} for label in clfs}
+    times: Dict[str, Dict[tuple, List[float]]] = {label: {} for label in clfs}
     for _ in range(rounds):
         for label, clf in clfs.items():
-            per_round[label].append(clf.profile(x, repeats=repeats))
-    merged = {}
-    for label, runs in per_round.items():
-        rows = {(r['op'], r['node']): dict(r) for r in runs[0]}
-        for key, row in rows.items():
-            row['median_us'] = statistics.median(r['median_us'] for run in runs for r in run if (r['op'], r['node']) == key)
-        merged[label] = sorted(rows.values(), key=lambda r: -r['median_us'])
-    return merged
+            for r in clf.profile(x, repeats=repeats):
+                rows[label].setdefault((r['op'], r['node']), r)
+                times[label].setdefault((r['op'], r['node']), []).append(r['median_us'])
+    for label in clfs:
+        for key, row in rows[label].items():
+            row['median_us'] = statistics.median(times[label][key])
+    return {label: sorted(rows[label].values(), key=lambda r: -r['median_us']) for label in clfs}
 
 
 def run(model, data) -> List[Dict]:

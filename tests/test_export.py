@@ -119,6 +119,7 @@ def test_runtime_needs_neither_torch_nor_nni(tmp_path):
         rows = clf.profile(np.random.rand(16, 1, 28, 28).astype(np.float32), repeats=5)
         assert abs(sum(r['share'] for r in rows) - 1) < 1e-6
         assert sum('Conv' in r['op'] for r in rows) == 2 and sum('Gemm' in r['op'] for r in rows) == 3
+        assert 'classifier.5' in max(rows, key=lambda r: r['index'] if 'Gemm' in r['op'] else -1)['node']
         try:
             clf.profile(np.zeros((2, 3, 28, 28), np.float32))
             raise SystemExit('no InputShapeError')
