@@ -29,7 +29,8 @@ import numpy as np
 
 from nni_bap.config import validate_config
 from nni_bap.report import plot_aer
-from nni_bap.runner import aer_row, run_sweep
+from nni_bap.rows import aer_row
+from nni_bap.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / 'examples' / 'results'
@@ -79,15 +80,15 @@ def _per_process_spread(rows, method, key):
         per = {}
         for r in rows:
             if r['method'] == method and r['sparsity'] == s:
-                per.setdefault(r['schedule'], []).append(key(r))
+                per.setdefault(r['process'], []).append(key(r))
         out[s] = float(np.ptp([np.mean(v) for v in per.values()])) if per else float('nan')
     return out
 
 
 def _full(rows):
     """Methods that ran at every (process, seed, sparsity)."""
-    cells = {(r['schedule'], r['seed'], r['sparsity']) for r in rows}
-    return [m for m in METHODS if {(r['schedule'], r['seed'], r['sparsity']) for r in rows if r['method'] == m} == cells]
+    cells = {(r['process'], r['seed'], r['sparsity']) for r in rows}
+    return [m for m in METHODS if {(r['process'], r['seed'], r['sparsity']) for r in rows if r['method'] == m} == cells]
 
 
 def complete(rows, methods):
@@ -95,9 +96,9 @@ def complete(rows, methods):
     sps = {r['sparsity'] for r in rows}
     groups = {}
     for r in rows:
-        groups.setdefault((r['schedule'], r['seed']), set()).add((r['method'], r['sparsity']))
+        groups.setdefault((r['process'], r['seed']), set()).add((r['method'], r['sparsity']))
     keep = {g for g, have in groups.items() if all((m, s) in have for m in methods for s in sps)}
-    return [r for r in rows if (r['schedule'], r['seed']) in keep and r['method'] in methods]
+    return [r for r in rows if (r['process'], r['seed']) in keep and r['method'] in methods]
 
 
 def claims(rows):
@@ -128,8 +129,8 @@ def claims(rows):
           'mean_range_clean': {'adversarial': mean_range(adv_clean), 'bap': mean_range(bap_clean)}}
     c2['supported'] = c2['mean_range_pgd_auc']['adversarial'] > 2 * c2['mean_range_pgd_auc']['bap'] or \
         c2['mean_range_clean']['adversarial'] > 2 * c2['mean_range_clean']['bap']
-    n_proc = len({r['schedule'] for r in rows})
-    covered = [m for m in METHODS if len({r['schedule'] for r in rows if r['method'] == m}) == n_proc]
+    n_proc = len({r['process'] for r in rows})
+    covered = [m for m in METHODS if len({r['process'] for r in rows if r['method'] == m}) == n_proc]
     spread = {m: float(np.mean(list(_per_process_spread(rows, m, auc('pgd')).values()))) for m in covered}
     aer = {}
     for m in METHODS:
@@ -165,7 +166,7 @@ def _command(args) -> str:
 def write_readme(rows, dense, verdicts, table, seconds, out: Path, args):
     v1, v2, v3 = verdicts['claim1'], verdicts['claim2'], verdicts['claim3']
     yes = lambda b: 'supported' if b else 'not supported'
-    done = sorted({r['schedule'] for r in rows})
+    done = sorted({r['process'] for r in rows})
     expected = len(PROCESSES) * len(SEEDS) * len(SPARSITIES) * len(METHODS)
     partial = [] if len(rows) >= expected else [
         f'**Partial run: {len(rows)} of {expected} pruned models finished in the time available; '
@@ -269,9 +270,7 @@ def finished_rows(work: Path):
     rows = []
     for run in sorted(work.glob('*-seed*/*')):
         if (run / 'report.json').exists():
-            row = aer_row(run, work)
-            row['schedule'] = run.parent.name.rsplit('-seed', 1)[0]
-            rows.append(row)
+            rows.append(aer_row(run, work, process=run.parent.name.rsplit('-seed', 1)[0]))
     return rows
 
 
@@ -339,7 +338,7 @@ def main(argv=None) -> int:
     work = Path(args.work)
     start = time.perf_counter()
     order = sorted(METHODS, key=lambda m: PRIORITY.index(m) if m in PRIORITY else len(PRIORITY))
-    run_sweep(cfg, sparsities, order, work, progress=False, seeds=SEEDS, schedules=PROCESSES, resume=args.resume,
+    run_sweep(cfg, sparsities, order, work, progress=False, seeds=SEEDS, processes=PROCESSES, resume=args.resume,
               method_major=True)
     (work / 'wall_seconds.txt').write_text(f'{time.perf_counter() - start:.1f}')
     analyse([work], Path(args.out), args)

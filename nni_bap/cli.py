@@ -1,4 +1,8 @@
-"""The ``bap`` command line: prune, export, eval, sweep, demo."""
+"""The ``bap`` command line: prune, export, eval, sweep, demo.
+
+Every user error (a bad setting, a missing or damaged file, a diverging run) ends with one line on
+stderr and exit code 2; ``--debug`` shows the traceback instead.
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,14 +12,22 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, Dict, List, NoReturn, Optional
 
 __all__ = ['main']
 
-_logger = logging.getLogger('nni_bap')
-
 DEMO_CONFIG = {'model': 'digits_cnn', 'dataset': 'digits', 'dense_epochs': 15, 'epochs': 8,
                'adversarial': {'attack': 'fgsm', 'eps': 0.1}}
+TINY = {'dense_epochs': 2, 'epochs': 1, 'train_limit': 256, 'test_limit': 64, 'total_times': 2,
+        'eval': {'deepfool': {'budgets': [0.0, 0.1, 0.2], 'steps': 10}, 'fgsm': {'budgets': [0.0, 0.1, 0.2]},
+                 'pgd': {'budgets': [0.0, 0.1, 0.2], 'steps': 5}}}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
 
 
 def _setup_logging(out: Optional[Path], quiet: bool) -> None:
@@ -29,7 +41,6 @@ def _setup_logging(out: Optional[Path], quiet: bool) -> None:
     console.addFilter(lambda r: r.name.startswith('nni_bap') or r.levelno >= logging.WARNING)
     root.addHandler(console)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         fh = logging.FileHandler(out / 'bap.log')
         fh.setFormatter(logging.Formatter('%(asctime)s %(name)s %(levelname)s %(message)s'))
         root.addHandler(fh)
@@ -44,29 +55,38 @@ def _floats(text: str) -> List[float]:
         raise argparse.ArgumentTypeError(f'expected comma-separated numbers, got {text!r}') from None
 
 
+def _ints(text: str) -> List[int]:
+    try:
+        return [int(v) for v in _words(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected comma-separated integers, got {text!r}') from None
+
+
 def _words(text: str) -> List[str]:
     return [v.strip() for v in text.split(',') if v.strip()]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='bap', description='Blind adversarial pruning for NNI 3.0.')
+    p = _Parser(prog='bap', description='Blind adversarial pruning for NNI 3.0.')
     p.add_argument('--quiet', action='store_true', help='no progress bars, warnings only')
-    sub = p.add_subparsers(dest='command', required=True)
+    p.add_argument('--debug', action='store_true', help='show the traceback of an error instead of one line')
+    sub = p.add_subparsers(dest='command', required=True, parser_class=_Parser)
     pr = sub.add_parser('prune', help='train or load the dense model, prune it, save weights, masks and statistics')
     pr.add_argument('config')
     pr.add_argument('--out', required=True)
     ex = sub.add_parser('export', help='speed up, convert to ONNX and validate a run')
     ex.add_argument('run_dir')
     ev = sub.add_parser('eval', help='robustness report (report.json, report.md, curves.png) of a run')
-    ev.add_argument('target', help='run folder, or its model.onnx')
+    ev.add_argument('target', help='run folder, or an ONNX file exported from it')
     sw = sub.add_parser('sweep', help='every method x sparsity, then aer.json / aer.csv / aer.png')
     sw.add_argument('config')
     sw.add_argument('--sparsities', type=_floats, default=[0.5, 0.8, 0.9])
     sw.add_argument('--methods', type=_words, default=['natural', 'adversarial', 'bap'])
-    sw.add_argument('--seeds', type=lambda t: [int(v) for v in _words(t)], default=[0])
-    sw.add_argument('--schedules', type=_words, default=None)
+    sw.add_argument('--seeds', type=_ints, default=[0])
+    sw.add_argument('--processes', '--schedules', dest='processes', type=_words, default=None,
+                    help='pruning processes: a schedule and the share of training it spans, e.g. agp@0.3,linear@0.7')
     sw.add_argument('--out', required=True)
-    sw.add_argument('--resume', action='store_true', help='reuse finished runs in --out')
+    sw.add_argument('--resume', action='store_true', help='reuse finished, consistent runs in --out')
     de = sub.add_parser('demo', help='the main job on the embedded digits dataset, end to end')
     de.add_argument('--out', default='runs/demo')
     de.add_argument('--sparsities', type=_floats, default=[0.5, 0.8])
@@ -74,11 +94,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_sweep(args) -> None:
-    from .config import ConfigError
-    for s in args.sparsities:
-        if not 0 < s < 1:
-            raise ConfigError(f'sparsity must be in (0, 1), got {s}')
+def _config(path: str) -> Dict:
+    from .config import load_config, validate_config
+    return validate_config(load_config(path), Path(path).resolve().parent)
+
+
+def _out(path: str, quiet: bool) -> Path:
+    from .run_folder import RunFolder
+    out = RunFolder(path).create().path
+    _setup_logging(out, quiet)
+    return out
 
 
 def _print_rows(out: Path, rows, seconds: float) -> None:
@@ -88,67 +113,76 @@ def _print_rows(out: Path, rows, seconds: float) -> None:
     print(f'\nwrote {out / "aer.json"}, {out / "aer.csv"}, {out / "aer.png"} in {seconds:.0f} s')
 
 
+def _prune(args) -> None:
+    cfg = _config(args.config)
+    out = _out(args.out, args.quiet)
+    from .jobs import run_prune
+    info = run_prune(cfg, out, progress=not args.quiet, cache=out / 'cache')
+    print(json.dumps({k: info[k] for k in ('method', 'sparsity', 'measured_sparsity', 'clean_accuracy', 'seconds')}))
+
+
+def _export(args) -> None:
+    from .jobs import run_export
+    from .run_folder import RunFolder
+    folder = RunFolder(args.run_dir).require()
+    _setup_logging(folder.path, args.quiet)
+    res = run_export(folder.path)
+    e = res['efficiency']
+    print(f'{folder / res["onnx"]}: {e["params"]} params ({e["nonzero_params"]} non-zero), {e["flops"]} FLOPs, '
+          f'{e["file_bytes"]} bytes, max |ORT - torch| {res["onnx_max_abs_diff"]:.2e}; {res["note"]}')
+
+
+def _eval(args) -> None:
+    from .jobs import resolve_eval_target, run_eval
+    folder, _ = resolve_eval_target(Path(args.target))
+    _setup_logging(folder.path, args.quiet)
+    rep = run_eval(Path(args.target), progress=not args.quiet)
+    print(f'{rep["onnx"] or "torch only"}: clean {rep["clean_accuracy"]:.4f}; robust AUC ' +
+          ', '.join(f'{k} {v:.4f}' for k, v in rep['robust_auc'].items()) + f'; wrote {folder / "report.md"}')
+    for w in rep['warnings']:
+        print(f'WARNING: {w}')
+
+
+def _sweep(args, cfg: Optional[Dict] = None, methods=None) -> None:
+    start = time.perf_counter()
+    cfg = cfg if cfg is not None else _config(args.config)
+    from .sweep import run_sweep, sweep_plan
+    methods = methods or args.methods
+    seeds, processes = getattr(args, 'seeds', [0]), getattr(args, 'processes', None)
+    sweep_plan(cfg, args.sparsities, methods, seeds, processes)
+    out = _out(args.out, args.quiet)
+    rows = run_sweep(cfg, args.sparsities, methods, out, progress=not args.quiet, seeds=seeds, processes=processes,
+                     resume=getattr(args, 'resume', False))
+    _print_rows(out, rows, time.perf_counter() - start)
+
+
+def _demo(args) -> None:
+    from .config import validate_config
+    cfg = validate_config({**DEMO_CONFIG, **(TINY if args.tiny else {})})
+    _sweep(args, cfg, ['natural', 'adversarial', 'bap'])
+
+
+COMMANDS: Dict[str, Callable] = {'prune': _prune, 'export': _export, 'eval': _eval, 'sweep': _sweep, 'demo': _demo}
+
+
+def _user_errors() -> tuple:
+    from .data import DataError
+    from .errors import BapError
+    from .export.errors import ExportError
+    return BapError, DataError, ExportError, OSError
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings('ignore', category=FutureWarning)
     warnings.filterwarnings('ignore', message='.*already registered as pytree node.*')
-    from .config import ConfigError, load_config, validate_config
-    from .data import DataError
-    progress = not args.quiet
-    start = time.perf_counter()
     try:
-        if args.command == 'prune':
-            raw = load_config(args.config)
-            cfg = validate_config(raw, Path(args.config).resolve().parent)
-            out = Path(args.out)
-            _setup_logging(out, args.quiet)
-            from .runner import run_prune
-            info = run_prune(cfg, out, progress=progress, cache=out.parent / 'cache')
-            print(json.dumps({k: info[k] for k in ('method', 'sparsity', 'clean_accuracy', 'seconds')}))
-        elif args.command == 'export':
-            run_dir = Path(args.run_dir)
-            _setup_logging(run_dir, args.quiet)
-            from .runner import run_export
-            res = run_export(run_dir)
-            e = res['efficiency']
-            print(f'{run_dir / res["onnx"]}: {e["params"]} params ({e["nonzero_params"]} non-zero), {e["flops"]} FLOPs, '
-                  f'{e["file_bytes"]} bytes, max |ORT - torch| {res["onnx_max_abs_diff"]:.2e}; {res["note"]}')
-        elif args.command == 'eval':
-            target = Path(args.target)
-            run_dir = target.parent if target.suffix == '.onnx' else target
-            _setup_logging(run_dir, args.quiet)
-            from .runner import run_eval
-            rep = run_eval(run_dir, progress=progress)
-            print(f'clean {rep["clean_accuracy"]:.4f}; robust AUC ' +
-                  ', '.join(f'{k} {v:.4f}' for k, v in rep['robust_auc'].items()) + f'; wrote {run_dir / "report.md"}')
-            for w in rep['warnings']:
-                print(f'WARNING: {w}')
-        elif args.command == 'sweep':
-            raw = load_config(args.config)
-            cfg = validate_config(raw, Path(args.config).resolve().parent)
-            _check_sweep(args)
-            out = Path(args.out)
-            _setup_logging(out, args.quiet)
-            from .runner import run_sweep
-            rows = run_sweep(cfg, args.sparsities, args.methods, out, progress=progress, seeds=args.seeds,
-                             schedules=args.schedules, resume=args.resume)
-            _print_rows(out, rows, time.perf_counter() - start)
-        elif args.command == 'demo':
-            cfg = dict(DEMO_CONFIG)
-            if args.tiny:
-                cfg.update(dense_epochs=2, epochs=1, train_limit=256, test_limit=64, total_times=2,
-                           eval={'deepfool': {'budgets': [0.0, 0.1, 0.2], 'steps': 10},
-                                 'fgsm': {'budgets': [0.0, 0.1, 0.2]},
-                                 'pgd': {'budgets': [0.0, 0.1, 0.2], 'steps': 5}})
-            cfg = validate_config(cfg)
-            _check_sweep(args)
-            out = Path(args.out)
-            _setup_logging(out, args.quiet)
-            from .runner import run_sweep
-            rows = run_sweep(cfg, args.sparsities, ['natural', 'adversarial', 'bap'], out, progress=progress)
-            _print_rows(out, rows, time.perf_counter() - start)
-    except (ConfigError, DataError, FileNotFoundError) as exc:
-        print(f'bap: error: {exc}', file=sys.stderr)
+        COMMANDS[args.command](args)
+    except _user_errors() as exc:
+        if args.debug:
+            raise
+        text = ' '.join(str(exc).split()) or type(exc).__name__
+        print(f'bap: error: {text}', file=sys.stderr)
         return 2
     return 0
 

@@ -14,25 +14,32 @@
 - **deepcopy of a wrapped model** right after ``compress`` can fail ("Only Tensors created
   explicitly by the user support the deepcopy protocol"): call :func:`finalize` first.
 - **Scheduled pruners** subclass NNI's private ``_ComboPruner``; it is imported only here.
+- **``exclude: true`` entries.** NNI 3.0 translates them only when the *first* entry of the list is
+  in its legacy format; after a current-format entry (``sparse_ratio``) its schema rejects them.
+  :func:`nni_config_list` does the translation itself (into ``exclude_op_*`` keys on every entry).
+- **A config_list that selects nothing** builds a pruner with no target at all, and compress then
+  trains an unpruned model without a word: :func:`check_selects_layers` refuses it.
+- **Schema errors** (``schema.SchemaError``) are dozens of lines long: :func:`nni_config_error` keeps
+  the first line.
 """
 from __future__ import annotations
 
-import logging
-from typing import Dict, Optional
+import copy
+from typing import Any, Dict, List, Optional
 
 import torch
 from torch import nn
 
 from nni.compression.base.compressor import Pruner
+
+from .errors import BapError
 from nni.compression.pruning.scheduled_pruner import _ComboPruner as ComboPruner
 
-__all__ = ['ComboPruner', 'NNIUsageError', 'apply_masks', 'check_evaluator_placement',
-           'check_optimizers_have_params', 'finalize', 'is_wrapped', 'symbolic_trace']
-
-_logger = logging.getLogger(__name__)
+__all__ = ['ComboPruner', 'NNIUsageError', 'apply_masks', 'check_evaluator_placement', 'check_optimizers_have_params',
+           'check_selects_layers', 'finalize', 'is_wrapped', 'nni_config_error', 'nni_config_list', 'symbolic_trace']
 
 
-class NNIUsageError(ValueError):
+class NNIUsageError(BapError, ValueError):
     """A combination of NNI objects that NNI accepts but that silently does the wrong thing."""
 
 
@@ -117,3 +124,33 @@ def apply_masks(model: nn.Module, masks: Dict[str, Dict[str, Optional[torch.Tens
 def symbolic_trace(model: nn.Module) -> torch.fx.GraphModule:
     """The graph module ``ModelSpeedup`` needs (its own concrete tracer crashes on torch 2.13)."""
     return torch.fx.symbolic_trace(model)
+
+
+def nni_config_list(config_list: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """A copy of ``config_list`` NNI 3.0 accepts: ``exclude: true`` entries become ``exclude_op_*`` keys."""
+    keep, excluded = [], {'op_names': set(), 'op_types': set(), 'op_names_re': set()}
+    for entry in copy.deepcopy(config_list):
+        if entry.get('exclude') is True:
+            for key, names in excluded.items():
+                names.update(entry.get(key) or [])
+        else:
+            keep.append(entry)
+    for entry in keep:
+        for key, names in excluded.items():
+            if names:
+                entry[f'exclude_{key}'] = sorted(set(entry.get(f'exclude_{key}') or []) | names)
+    return keep
+
+
+def check_selects_layers(pruner: Pruner, config_list: List[Dict[str, Any]]) -> List[str]:
+    """Names of the layers ``pruner`` masks; :class:`NNIUsageError` when ``config_list`` selects none."""
+    names = sorted(pruner._target_spaces)
+    if not names:
+        raise NNIUsageError(f'config_list selects no layer of the model: {config_list}')
+    return names
+
+
+def nni_config_error(exc: Exception) -> str:
+    """The first line of an NNI config (schema) error."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return ': '.join(lines[:2]) if lines else type(exc).__name__

@@ -11,14 +11,15 @@ RMS of 0.1 is an L2 norm of 2.8). :func:`rms_to_l2` converts.
 from __future__ import annotations
 
 import math
+from numbers import Real
 from typing import Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .attacks.base import flat_norm
+from .attacks.base import check_number, flat_norm
 
-__all__ = ['cutoff_scale', 'resolve_cutoff', 'rms_to_l2', 'l2_to_rms']
+__all__ = ['Cutoff', 'check_cutoff', 'check_scale', 'cutoff_scale', 'l2_to_rms', 'resolve_cutoff', 'rms_to_l2']
 
 Cutoff = Union[float, str, None]
 
@@ -33,44 +34,62 @@ def l2_to_rms(l2: float, input_shape: Sequence[int]) -> float:
     return float(l2) / math.sqrt(math.prod(input_shape))
 
 
+def check_cutoff(cutoff: Cutoff) -> Cutoff:
+    """The cutoff setting if valid: a finite number ``>= 0`` (as a float), ``'adaptive'`` or ``None`` (no cut).
+
+    Raises
+    ------
+    ValueError
+        Naming the setting and the value.
+    """
+    if cutoff is None or (isinstance(cutoff, str) and cutoff == 'adaptive'):
+        return cutoff
+    if isinstance(cutoff, Real) and not isinstance(cutoff, bool) and math.isfinite(cutoff) and cutoff >= 0:
+        return float(cutoff)
+    raise ValueError(f"cutoff must be a finite number >= 0, 'adaptive' or None (no cut), got {cutoff!r}")
+
+
+def check_scale(scale: float) -> float:
+    """The scale (rho) as a float if it is a finite number ``> 0``, else ``ValueError``."""
+    return check_number('scale', scale, strict=True)
+
+
 def resolve_cutoff(norms: Tensor, cutoff: Cutoff) -> Tensor:
-    """The cutoff delta for a batch: ``'adaptive'`` is the batch mean of ``norms``, a number is itself,
-    ``None`` is infinity (no cut)."""
+    """The cutoff for a batch, a 0-d tensor: ``'adaptive'`` is the batch mean of ``norms``, a number is
+    itself, ``None`` is infinity (no cut)."""
+    cutoff = check_cutoff(cutoff)
     if cutoff is None:
         return torch.tensor(math.inf, dtype=norms.dtype, device=norms.device)
     if cutoff == 'adaptive':
         return norms.mean() if norms.numel() else torch.tensor(0.0, dtype=norms.dtype, device=norms.device)
-    if isinstance(cutoff, str):
-        raise ValueError(f"cutoff must be a number, 'adaptive' or None, got {cutoff!r}")
-    if cutoff < 0:
-        raise ValueError(f'cutoff must be >= 0, got {cutoff}')
-    return torch.tensor(float(cutoff), dtype=norms.dtype, device=norms.device)
+    return torch.tensor(cutoff, dtype=norms.dtype, device=norms.device)
 
 
 def cutoff_scale(eta: Tensor, cutoff: Cutoff = 'adaptive', scale: float = 1.0,
                  norm: str = 'l2') -> Tuple[Tensor, Tensor]:
-    """Cut every perturbation whose norm exceeds delta down to delta, then multiply by ``scale``.
+    """Cut every perturbation whose norm exceeds the cutoff down to the cutoff, then multiply by ``scale``.
 
-    Cutting keeps the direction: the perturbation is multiplied by ``delta / ||eta||``
-    (for ``'linf'`` too, so its largest element becomes delta).
+    Cutting keeps the direction: the perturbation is multiplied by ``cutoff / ||eta||``
+    (for ``'linf'`` too, so its largest element becomes the cutoff).
 
     Parameters
     ----------
     eta
         Per-example perturbations, batch first (e.g. DeepFool's minimal ones).
     cutoff
-        Delta: a number, ``'adaptive'`` (batch mean of the norms) or ``None`` (no cut).
+        A number, ``'adaptive'`` (batch mean of the norms) or ``None`` (no cut); see :func:`check_cutoff`.
     scale
-        Rho: ``< 1`` stays just before the boundary, ``> 1`` goes just past it.
+        Rho, > 0: ``< 1`` stays just before the boundary, ``> 1`` goes just past it.
     norm
         ``'l2'`` or ``'linf'``.
 
     Returns
     -------
     tuple
-        The new perturbations and the delta used (a 0-d tensor).
+        The new perturbations and the cutoff used (a 0-d tensor).
     """
+    scale = check_scale(scale)
     norms = flat_norm(eta, norm)
-    delta = resolve_cutoff(norms, cutoff)
-    factor = torch.where(norms > delta, delta / norms.clamp_min(1e-12), torch.ones_like(norms)) * scale
-    return eta * factor.view(-1, *([1] * (eta.dim() - 1))), delta
+    cut = resolve_cutoff(norms, cutoff)
+    factor = torch.where(norms > cut, cut / norms.clamp_min(1e-12), torch.ones_like(norms)) * scale
+    return eta * factor.view(-1, *([1] * (eta.dim() - 1))), cut

@@ -1,12 +1,12 @@
 """Datasets as tensors in [0, 1]: sklearn digits (embedded default), MNIST (IDX), CIFAR-10 (python batches).
 
-Every loader returns a :class:`DataSplit`; any torch ``Dataset`` can be used directly through the
+Every loader returns a :class:`DataSplit`; :func:`load_dataset` also validates it (labels in range,
+finite inputs in [0, 1], matching lengths). Any torch ``Dataset`` can be used directly through the
 Python API instead.
 """
 from __future__ import annotations
 
 import gzip
-import logging
 import pickle
 import struct
 from dataclasses import dataclass, field
@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from .safe_pickle import load_data_pickle
+
 __all__ = ['DATASETS', 'DataError', 'DataSplit', 'load_cifar10', 'load_dataset', 'load_digits', 'load_mnist',
            'read_idx']
-
-_logger = logging.getLogger(__name__)
 
 
 class DataError(ValueError):
@@ -49,10 +49,40 @@ class DataSplit:
     def test_set(self) -> TensorDataset:
         return TensorDataset(self.x_test, self.y_test)
 
+    def validate(self) -> 'DataSplit':
+        """Check what every loader promises; raise :class:`DataError` (one line, naming the source) if not.
+
+        Inputs are NCHW with the same sample shape in train and test, finite and in [0, 1]; each
+        split has as many labels as inputs, all in ``[0, num_classes)``. Returns ``self``.
+        """
+        where = f"{self.name} data in {self.meta.get('source', '?')}"
+        for part, x, y in (('train', self.x_train, self.y_train), ('test', self.x_test, self.y_test)):
+            problem = _split_problem(x, y, self.num_classes, self.input_shape)
+            if problem:
+                raise DataError(f'{where}: {part} {problem}')
+        return self
+
     def subset(self, train: Optional[int] = None, test: Optional[int] = None) -> 'DataSplit':
         """The first ``train`` / ``test`` samples (for quick runs and tests)."""
         return DataSplit(self.name, self.x_train[:train], self.y_train[:train], self.x_test[:test],
                          self.y_test[:test], self.num_classes, dict(self.meta))
+
+
+def _split_problem(x: torch.Tensor, y: torch.Tensor, num_classes: int, sample_shape: Tuple[int, ...]) -> str:
+    """What is wrong with one split (empty string: nothing)."""
+    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(sample_shape):
+        return f'inputs have shape {tuple(x.shape)}, expected (N, {", ".join(map(str, sample_shape))}) (NCHW)'
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
+        return f'has {x.shape[0]} inputs but labels of shape {tuple(y.shape)}'
+    if y.dtype != torch.int64:
+        return f'labels are {y.dtype}, expected torch.int64'
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        return 'inputs hold NaN or infinite values'
+    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        return f'inputs lie in [{float(x.min()):g}, {float(x.max()):g}], expected [0, 1]'
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        return f'labels out of range: found [{int(y.min())}, {int(y.max())}], expected [0, {num_classes - 1}]'
+    return ''
 
 
 def load_digits(root: Optional[str] = None) -> DataSplit:
@@ -124,25 +154,34 @@ def load_mnist(root: str) -> DataSplit:
                      {**meta, 'split': 't10k 0-7999 train / 8000-9999 test'})
 
 
+def _cifar_batch(path: Path) -> Tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, 32, 32) uint8 and labels (N,) of one CIFAR-10 python batch, unpickled as data only."""
+    try:
+        with open(path, 'rb') as fh:
+            d = load_data_pickle(fh, encoding='bytes')
+        if not isinstance(d, dict) or b'data' not in d or b'labels' not in d:
+            raise ValueError("not a dict with keys b'data' and b'labels'")
+        x, y = np.asarray(d[b'data']), np.asarray(d[b'labels'], dtype=np.int64)
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, KeyError, IndexError,
+            AttributeError) as exc:  # what a malformed pickle can raise
+        raise DataError(f'cannot read CIFAR-10 batch {path}: {exc}') from exc
+    if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or y.shape != (x.shape[0],):
+        raise DataError(f'CIFAR-10 batch {path}: expected uint8 data of shape (N, 3072) and N labels, '
+                        f'got data {x.dtype} {x.shape} and labels {y.shape}')
+    return x.reshape(-1, 3, 32, 32), y
+
+
 def load_cifar10(root: str) -> DataSplit:
-    """CIFAR-10 from its python batches folder (``data_batch_1..5``, ``test_batch``)."""
+    """CIFAR-10 from its python batches folder (``data_batch_1..5``, ``test_batch``).
+
+    The batches are unpickled by :func:`nni_bap.safe_pickle.load_data_pickle`: a file that asks for
+    anything but containers, strings, numbers and numpy arrays raises :class:`DataError` unread.
+    """
     folder = Path(root)
     if not folder.is_dir():
         raise DataError(f'CIFAR-10 folder {folder} does not exist')
-
-    def batch(name: str):
-        path = folder / name
-        try:
-            with open(path, 'rb') as fh:
-                d = pickle.load(fh, encoding='bytes')
-            x = np.asarray(d[b'data'], dtype=np.uint8).reshape(-1, 3, 32, 32)
-            y = np.asarray(d[b'labels'], dtype=np.int64)
-        except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
-            raise DataError(f'cannot read CIFAR-10 batch {path}: {exc}') from exc
-        return x, y
-
-    parts = [batch(f'data_batch_{i}') for i in range(1, 6)]
-    xt, yt = batch('test_batch')
+    parts = [_cifar_batch(folder / f'data_batch_{i}') for i in range(1, 6)]
+    xt, yt = _cifar_batch(folder / 'test_batch')
     x = torch.tensor(np.concatenate([p[0] for p in parts]), dtype=torch.float32).div_(255.0)
     y = torch.tensor(np.concatenate([p[1] for p in parts]))
     return DataSplit('cifar10', x, y, torch.tensor(xt, dtype=torch.float32).div_(255.0), torch.tensor(yt), 10,
@@ -154,9 +193,9 @@ DATASETS: Dict[str, Callable[..., DataSplit]] = {'digits': load_digits, 'mnist':
 
 
 def load_dataset(name: str, root: Optional[str] = None) -> DataSplit:
-    """Load ``DATASETS[name]``; ``root`` is the folder for file-based datasets."""
+    """Load ``DATASETS[name]`` and :meth:`~DataSplit.validate` it; ``root`` is the folder for file-based datasets."""
     if name not in DATASETS:
         raise ValueError(f'unknown dataset {name!r}; choose one of {sorted(DATASETS)}')
     if name != 'digits' and not root:
         raise DataError(f'dataset {name!r} needs a data folder (root)')
-    return DATASETS[name](root)
+    return DATASETS[name](root).validate()

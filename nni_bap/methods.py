@@ -5,7 +5,7 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -13,21 +13,25 @@ from torch.utils.data import DataLoader, Dataset
 
 from nni.compression.pruning import AGPPruner, FPGMPruner, L1NormPruner, L2NormPruner, LevelPruner, LinearPruner
 
-from .compat import finalize
+from .compat import check_selects_layers, finalize, nni_config_error, nni_config_list
+from .config import ConfigError
+from .errors import SparsityError
 from .pruner import AdversarialPruner, BAPPruner
-from .training import make_evaluator
+from .training import check_finite_weights, make_evaluator
 
-__all__ = ['BASE_PRUNERS', 'METHODS', 'PruneResult', 'prune']
+__all__ = ['BASE_PRUNERS', 'METHODS', 'PruneResult', 'check_sparsity', 'prune']
 
 _logger = logging.getLogger(__name__)
 
-#: Base (scoring) pruner name -> NNI class.
+#: Base (scoring) pruner name -> NNI class (names: :data:`nni_bap.config.BASE_PRUNER_NAMES`).
 BASE_PRUNERS = {'level': LevelPruner, 'l1': L1NormPruner, 'l2': L2NormPruner, 'fpgm': FPGMPruner}
 
 #: Method name -> scheduled pruner class. ``natural`` is NNI's own AGP/Linear pruner.
 METHODS = {'natural': AGPPruner, 'adversarial': AdversarialPruner, 'bap': BAPPruner}
 
 _NATURAL = {'agp': AGPPruner, 'linear': LinearPruner}
+#: Largest allowed difference between a layer's measured and target sparsity, beyond one pruning unit.
+SPARSITY_TOLERANCE = 0.01
 
 
 @dataclass
@@ -39,6 +43,52 @@ class PruneResult:
     statistics: List[Dict[str, float]] = field(default_factory=list)
     summary: Dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    sparsity: Dict[str, float] = field(default_factory=dict)
+
+
+def _targets(pruner) -> Dict[str, Tuple[float, str]]:
+    """Layer name -> (target sparsity, granularity) of every weight an NNI pruner masks."""
+    return {name: (float(ts['weight'].sparse_ratio), str(ts['weight'].granularity))
+            for name, ts in pruner._target_spaces.items() if 'weight' in ts}
+
+
+def check_sparsity(masks, targets: Dict[str, Tuple[float, str]], tolerance: float = SPARSITY_TOLERANCE) -> Dict[str, float]:
+    """Measured sparsity of every masked weight against its target.
+
+    A layer may miss its target by ``tolerance`` plus one pruning unit (one output channel for
+    channel pruning, one weight otherwise). Returns ``{'target': ..., 'measured': ...}`` over all
+    weights; raises :class:`~nni_bap.errors.SparsityError` naming the first layer that misses.
+    """
+    zeros = total = expected = 0.0
+    for name, (ratio, granularity) in sorted(targets.items()):
+        mask = (masks.get(name) or {}).get('weight')
+        got = 0.0 if mask is None else float((mask == 0).float().mean())
+        n = float(mask.numel()) if mask is not None else 0.0
+        units = mask.shape[0] if mask is not None and 'channel' in granularity else max(n, 1.0)
+        if abs(got - ratio) > tolerance + 1.0 / units:
+            raise SparsityError(f'layer {name} reached sparsity {got:.3f}, target {ratio:.3f}: the schedule did not '
+                                'finish (more epochs or a larger schedule_fraction) or the pruner cannot reach it')
+        zeros, total, expected = zeros + got * n, total + n, expected + ratio * n
+    return {'target': expected / total if total else 0.0, 'measured': zeros / total if total else 0.0}
+
+
+def _scheduled(method: str, base, interval_steps: int, total_times: int, schedule: str, args: Dict[str, Any]):
+    if method == 'natural':
+        if args:
+            raise ConfigError(f'natural pruning takes no method settings, got {sorted(args)}')
+        return _NATURAL[schedule](base, interval_steps, total_times)
+    return METHODS[method](base, interval_steps, total_times, schedule=schedule, **args)
+
+
+def _base_pruner(name: str, model: nn.Module, config_list, evaluator):
+    try:
+        base = BASE_PRUNERS[name](model, nni_config_list(config_list), evaluator=evaluator)
+    except Exception as exc:
+        if type(exc).__module__.split('.')[0] == 'schema':  # NNI validates config_list with `schema`
+            raise ConfigError(f'NNI rejects config_list: {nni_config_error(exc)}') from None
+        raise
+    check_selects_layers(base, config_list)
+    return base
 
 
 def prune(model: nn.Module, dataset: Dataset, config_list: List[Dict[str, Any]], method: str = 'bap',
@@ -46,7 +96,7 @@ def prune(model: nn.Module, dataset: Dataset, config_list: List[Dict[str, Any]],
           epochs: int = 5, interval_steps: Optional[int] = None, total_times: int = 10, schedule_fraction: float = 0.7,
           batch_size: int = 64, lr: float = 1e-3, seed: int = 0, progress: bool = True,
           copy_model: bool = True) -> PruneResult:
-    """Prune ``model`` gradually while training on ``dataset``.
+    """Prune ``model`` gradually while training on ``dataset``; check that the target sparsity is reached.
 
     Parameters
     ----------
@@ -55,7 +105,7 @@ def prune(model: nn.Module, dataset: Dataset, config_list: List[Dict[str, Any]],
     dataset
         Training set of ``(inputs, labels)``.
     config_list
-        NNI's config list, as is.
+        NNI's config list, as is (``exclude: true`` entries included). It must select at least one layer.
     method
         ``'natural'``, ``'adversarial'`` or ``'bap'`` (:data:`METHODS`).
     method_args
@@ -70,11 +120,18 @@ def prune(model: nn.Module, dataset: Dataset, config_list: List[Dict[str, Any]],
         Steps between sparsity updates; by default the schedule spans ``schedule_fraction`` of training.
     total_times
         Number of sparsity updates.
+
+    Raises
+    ------
+    ConfigError
+        Unknown names, or a config_list NNI rejects. :class:`~nni_bap.compat.NNIUsageError` when it selects
+        no layer; :class:`~nni_bap.errors.SparsityError` when the final sparsity misses the target;
+        :class:`~nni_bap.errors.DivergenceError` on a non-finite loss.
     """
     if method not in METHODS:
-        raise ValueError(f'unknown method {method!r}; choose one of {sorted(METHODS)}')
+        raise ConfigError(f'unknown method {method!r}; choose one of {sorted(METHODS)}')
     if base_pruner not in BASE_PRUNERS:
-        raise ValueError(f'unknown base pruner {base_pruner!r}; choose one of {sorted(BASE_PRUNERS)}')
+        raise ConfigError(f'unknown base pruner {base_pruner!r}; choose one of {sorted(BASE_PRUNERS)}')
     torch.manual_seed(seed)
     model = copy.deepcopy(model) if copy_model else model
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
@@ -82,20 +139,18 @@ def prune(model: nn.Module, dataset: Dataset, config_list: List[Dict[str, Any]],
     if interval_steps is None:
         interval_steps = max(1, int(max_steps * schedule_fraction) // total_times)
     max_steps = max(max_steps, interval_steps * total_times)
-    evaluator = make_evaluator(model, loader, lr=lr, progress=progress, desc=method)
-    base = BASE_PRUNERS[base_pruner](model, config_list, evaluator=evaluator)
-    args = dict(method_args or {})
-    if method == 'natural':
-        if args:
-            raise ValueError(f'natural pruning takes no method settings, got {sorted(args)}')
-        scheduled = _NATURAL[schedule](base, interval_steps, total_times)
-    else:
-        scheduled = METHODS[method](base, interval_steps, total_times, schedule=schedule, **args)
+    base = _base_pruner(base_pruner, model, config_list, make_evaluator(model, loader, lr=lr, progress=progress,
+                                                                         desc=method))
+    targets = _targets(base)
+    scheduled = _scheduled(method, base, interval_steps, total_times, schedule, dict(method_args or {}))
     start = time.perf_counter()
     _, masks = scheduled.compress(max_steps=max_steps, max_epochs=None)
     seconds = time.perf_counter() - start
+    sparsity = check_sparsity(masks, targets)
     stats = list(getattr(scheduled, 'statistics', []))
     summary = scheduled.summary() if hasattr(scheduled, 'summary') else {}
     pruned = finalize(scheduled)
-    _logger.info('%s pruning done in %.1f s (%d steps)', method, seconds, max_steps)
-    return PruneResult(pruned, {k: dict(v) for k, v in masks.items()}, stats, summary, seconds)
+    check_finite_weights(pruned, f'{method} pruning')
+    _logger.info('%s pruning done in %.1f s (%d steps), sparsity %.4f (target %.4f)', method, seconds, max_steps,
+                 sparsity['measured'], sparsity['target'])
+    return PruneResult(pruned, {k: dict(v) for k, v in masks.items()}, stats, summary, seconds, sparsity)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, List, Optional, Tuple
 
-import torch
 from torch import Tensor, nn
 
 from nni.compression.base.compressor import Pruner
 from nni.compression.utils import Evaluator
 
+from .attacks.base import check_count, check_inputs, check_number
 from .compat import ComboPruner, check_evaluator_placement, check_optimizers_have_params
 from .cutoff import Cutoff
 from .generators import BlindGenerator, UniformGenerator
@@ -58,14 +58,14 @@ class _AdversarialComboPruner(ComboPruner):
         check_evaluator_placement(pruner, evaluator)
         if schedule not in SCHEDULES:
             raise ValueError(f'unknown schedule {schedule!r}; choose one of {sorted(SCHEDULES)}')
-        if not 0.0 <= adv_weight <= 1.0:
-            raise ValueError(f'adv_weight must be in [0, 1], got {adv_weight}')
-        if interval_steps < 1 or total_times < 1:
-            raise ValueError('interval_steps and total_times must be >= 1')
+        if check_number('adv_weight', adv_weight) > 1.0:
+            raise ValueError(f'adv_weight must be in [0, 1], got {adv_weight!r}')
+        interval_steps = check_count('interval_steps', interval_steps)
+        total_times = check_count('total_times', total_times)
         super().__init__(pruner, interval_steps, total_times, evaluator=None)
         self.schedule = schedule
         self.adv_weight = float(adv_weight)
-        self.log_interval = int(log_interval)
+        self.log_interval = check_count('log_interval', log_interval, low=0)
         self.statistics: List[Dict[str, float]] = []
 
     def update_sparse_goals(self, current_times: int):
@@ -79,13 +79,16 @@ class _AdversarialComboPruner(ComboPruner):
         evaluator.patch_loss(self._adversarial_loss)
 
     def _adversarial_loss(self, loss: Tensor, batch: Any) -> Tensor:
+        """The patched training loss; refuses a batch outside the generator's ``[clip_min, clip_max]``."""
         model: nn.Module = self.evaluator.model
         x, y = _split_batch(batch)
+        check_inputs(x, self.generator.clip_min, self.generator.clip_max)
         x_adv, stats = self.generator(model, x, y)
         logits = model(x_adv)
         adv_loss = nn.functional.cross_entropy(logits, y)
         stats.update(step=float(len(self.statistics) + 1), ae_error=float((logits.argmax(1) != y).float().mean()),
-                     sparsity=current_sparsity(self._target_spaces), clean_loss=float(loss.detach()), adv_loss=float(adv_loss.detach()))
+                     sparsity=current_sparsity(self._target_spaces), clean_loss=float(loss.detach()),
+                     adv_loss=float(adv_loss.detach()))
         self.statistics.append(stats)
         if self.log_interval and len(self.statistics) % self.log_interval == 0:
             _logger.info('%s step %d: sparsity %.3f, AE error %.3f, AE norm %.3f (cut %.3f)', type(self).__name__,
@@ -109,7 +112,7 @@ class BAPPruner(_AdversarialComboPruner):
 
     Wraps a base NNI pruner like ``AGPPruner`` does. At every training step it crafts DeepFool
     AEs against the current masked model (eval mode, BatchNorm statistics untouched), cuts
-    their norms at delta, scales them by rho and trains on
+    their norms at the cutoff, scales them by rho and trains on
     ``(1 - adv_weight) * clean_loss + adv_weight * CE(model(x_adv), y)``.
 
     Parameters
@@ -127,13 +130,14 @@ class BAPPruner(_AdversarialComboPruner):
     schedule
         ``'agp'`` (polynomial decay) or ``'linear'``.
     cutoff
-        Delta: ``'adaptive'`` (batch mean of the DeepFool norms), a number, or ``None`` (no cut).
+        The cut radius: ``'adaptive'`` (batch mean of the DeepFool norms), a number >= 0, or ``None``
+        (no cut).
     scale
-        Rho: the cut perturbation is multiplied by it.
+        Rho, > 0: the cut perturbation is multiplied by it.
     attack_steps
-        DeepFool iterations.
+        DeepFool iterations, >= 1.
     overshoot
-        DeepFool overshoot.
+        DeepFool overshoot, >= 0.
     candidates
         Classes DeepFool considers (top-k, label included); ``None`` means all. The default 3
         (label and two strongest rivals) costs about a third of all ten classes per step with
@@ -143,15 +147,22 @@ class BAPPruner(_AdversarialComboPruner):
     norm
         ``'l2'`` or ``'linf'``: DeepFool's and the cut's norm.
     clip_min, clip_max
-        Valid input range.
+        Valid input range: every training batch must lie in it (normalise inside the model).
     log_interval
         Log the running statistics every this many steps (0: never).
+
+    Raises
+    ------
+    ValueError
+        At construction, for any setting out of range (naming it); at a training step, for a batch
+        outside ``[clip_min, clip_max]`` or not finite.
 
     Attributes
     ----------
     statistics
         One dict per training step: AE norms before (``norm_*``) and after (``cut_norm_*``) the
-        cut, ``delta``, ``ae_error`` (fraction of AEs misclassified), ``sparsity``, losses.
+        cut, ``cutoff`` (the radius used), ``ae_error`` (fraction of AEs misclassified), ``sparsity``,
+        losses.
     """
 
     def __init__(self, pruner: Pruner, interval_steps: int, total_times: int, evaluator: Evaluator | None = None,
@@ -159,8 +170,10 @@ class BAPPruner(_AdversarialComboPruner):
                  overshoot: float = 0.02, candidates: Optional[int] = 3, adv_weight: float = 0.5,
                  norm: str = 'l2', clip_min: Optional[float] = 0.0, clip_max: Optional[float] = 1.0,
                  log_interval: int = 50):
-        self.generator = BlindGenerator(steps=attack_steps, overshoot=overshoot, candidates=candidates,
-                                        cutoff=cutoff, scale=scale, norm=norm, clip_min=clip_min, clip_max=clip_max)
+        # the generator checks every setting; attack_steps is checked here so that the error names it
+        steps = check_count('attack_steps', attack_steps)
+        self.generator = BlindGenerator(steps=steps, overshoot=overshoot, candidates=candidates, cutoff=cutoff,
+                                        scale=scale, norm=norm, clip_min=clip_min, clip_max=clip_max)
         super().__init__(pruner, interval_steps, total_times, evaluator, schedule=schedule,
                          adv_weight=adv_weight, log_interval=log_interval)
 
@@ -177,9 +190,9 @@ class AdversarialPruner(_AdversarialComboPruner):
     attack
         ``'fgsm'``, ``'pgd'`` (Linf) or ``'pgd_l2'``.
     eps
-        The uniform budget.
+        The uniform budget, > 0.
     steps, alpha, random_start
-        PGD's settings.
+        PGD's settings: ``steps >= 1``, ``alpha > 0`` or ``None``.
     """
 
     def __init__(self, pruner: Pruner, interval_steps: int, total_times: int, evaluator: Evaluator | None = None,

@@ -2,22 +2,16 @@
 from __future__ import annotations
 
 import csv
-import json
-import logging
+import io
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
-__all__ = ['AER_KEYS', 'aer_table', 'plot_aer', 'plot_curves', 'write_aer', 'write_report']
+from .atomic import atomic_write, write_json, write_text
 
-_logger = logging.getLogger(__name__)
-
-#: Keys every aer.json row has (documented in the README).
-AER_KEYS = ('method', 'sparsity', 'schedule', 'seed', 'clean_accuracy', 'robust_auc', 'median_deepfool_l2', 'params',
-            'nonzero_params', 'flops', 'onnx', 'onnx_max_abs_diff', 'onnx_clean_accuracy', 'onnx_robust_auc',
-            'prune_seconds', 'warnings', 'curves')
+__all__ = ['aer_table', 'plot_aer', 'plot_curves', 'save_figure', 'write_aer', 'write_report']
 _ATTACK_LABEL = {'deepfool': 'DeepFool-L2, cut (RMS)', 'fgsm': 'FGSM (Linf)', 'pgd': 'PGD-Linf', 'pgd_l2': 'PGD-L2 (RMS)'}
 
 
@@ -26,6 +20,12 @@ def _plt():
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     return plt
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    atomic_write(Path(path), lambda fh: fig.savefig(fh, format='png', dpi=110))
+    _plt().close(fig)
 
 
 def plot_curves(report: Dict, path: Path) -> None:
@@ -45,14 +45,13 @@ def plot_curves(report: Dict, path: Path) -> None:
     axes[0][0].set_ylabel('accuracy')
     fig.suptitle(f'{report.get("method", "")} - {report.get("model", "")} on {report.get("dataset", "")}')
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(report: Dict, out: Path) -> None:
     """``report.json``, ``report.md`` and ``curves.png`` in ``out``."""
     out = Path(out)
-    (out / 'report.json').write_text(json.dumps(report, indent=2))
+    write_json(out / 'report.json', report)
     lines = [f'# Robustness report: {report.get("method", "")}', '',
              f'- samples: {report["samples"]}',
              f'- clean accuracy: ' + ', '.join(f'{k} {v:.4f}' for k, v in report['clean_accuracy_by'].items()),
@@ -78,7 +77,7 @@ def write_report(report: Dict, out: Path) -> None:
     lines += ['', '## Sanity checks', '']
     lines += [f'- WARNING: {w}' for w in report['warnings']] or ['- none flagged']
     lines += ['', '![curves](curves.png)', '']
-    (out / 'report.md').write_text('\n'.join(lines))
+    write_text(out / 'report.md', '\n'.join(lines))
     plot_curves(report, out / 'curves.png')
 
 
@@ -104,10 +103,19 @@ def _mean_by(rows: List[Dict], key) -> Dict:
     return groups
 
 
-def plot_aer(rows: List[Dict], path: Path, attack: str = 'pgd') -> None:
+def _default_attack(rows: List[Dict]) -> str:
+    """The AUC ``aer.png`` shows: PGD's when the evaluation ran it, else the first one it has."""
+    aucs = rows[0]['robust_auc']
+    return 'pgd' if 'pgd' in aucs else next(iter(aucs))
+
+
+def plot_aer(rows: List[Dict], path: Path, attack: Optional[str] = None) -> None:
     """Clean accuracy and robust AUC against sparsity (one line per method, error bars = spread across
-    schedules and seeds), and the accuracy-vs-budget curves at the highest sparsity."""
+    schedules and seeds), and the accuracy-vs-budget curves at the highest sparsity.
+
+    ``attack`` names the robust AUC shown; by default PGD's when evaluated, else the first attack's."""
     plt = _plt()
+    attack = attack or _default_attack(rows)
     methods = sorted({r['method'] for r in rows})
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for ax, (title, key) in zip(axes[:2], [('clean accuracy', lambda r: r['clean_accuracy']),
@@ -123,7 +131,8 @@ def plot_aer(rows: List[Dict], path: Path, attack: str = 'pgd') -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     top = max(r['sparsity'] for r in rows)
-    curve = 'deepfool' if 'deepfool' in rows[0]['curves'] else attack
+    curves = rows[0]['curves']
+    curve = 'deepfool' if 'deepfool' in curves else attack if attack in curves else next(iter(curves))
     for m in methods:
         sel = [r for r in rows if r['method'] == m and r['sparsity'] == top]
         if sel:
@@ -136,23 +145,23 @@ def plot_aer(rows: List[Dict], path: Path, attack: str = 'pgd') -> None:
     axes[2].grid(alpha=0.3)
     axes[2].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_aer(rows: List[Dict], out: Path) -> None:
     """``aer.json`` (one row per run), ``aer.csv`` (flat columns) and ``aer.png``."""
     out = Path(out)
-    (out / 'aer.json').write_text(json.dumps(rows, indent=2))
+    write_json(out / 'aer.json', rows)
     attacks = sorted(rows[0]['robust_auc']) if rows else []
-    cols = ['method', 'sparsity', 'schedule', 'seed', 'clean_accuracy'] + [f'auc_{a}' for a in attacks] + \
+    cols = ['method', 'sparsity', 'process', 'schedule', 'seed', 'clean_accuracy'] + [f'auc_{a}' for a in attacks] + \
         ['median_deepfool_l2', 'params', 'nonzero_params', 'flops', 'onnx', 'onnx_max_abs_diff', 'onnx_clean_accuracy',
          'prune_seconds']
-    with open(out / 'aer.csv', 'w', newline='') as fh:
-        w = csv.writer(fh)
-        w.writerow(cols)
-        for r in rows:
-            flat = {**r, **{f'auc_{a}': r['robust_auc'][a] for a in attacks}}
-            w.writerow([flat.get(c) for c in cols])
+    text = io.StringIO()
+    w = csv.writer(text)
+    w.writerow(cols)
+    for r in rows:
+        flat = {**r, **{f'auc_{a}': r['robust_auc'][a] for a in attacks}}
+        w.writerow([flat.get(c) for c in cols])
+    write_text(out / 'aer.csv', text.getvalue())
     if rows:
         plot_aer(rows, out / 'aer.png')

@@ -1,7 +1,7 @@
 """Training helpers: NNI evaluators, dense training and accuracy (NNI's TorchEvaluator contract)."""
 from __future__ import annotations
 
-import logging
+import math
 from typing import Callable, Optional
 
 import nni
@@ -12,9 +12,26 @@ from tqdm.auto import tqdm
 
 from nni.compression.utils import TorchEvaluator
 
-__all__ = ['accuracy', 'make_evaluator', 'make_training_func', 'predict', 'train', 'training_step']
+from .errors import DivergenceError
 
-_logger = logging.getLogger(__name__)
+__all__ = ['accuracy', 'check_finite', 'check_finite_weights', 'make_evaluator', 'make_training_func', 'predict', 'train', 'training_step']
+
+
+def check_finite(loss: torch.Tensor, step: int, desc: str) -> float:
+    """The loss as a float; :class:`~nni_bap.errors.DivergenceError` naming the step when it is not finite."""
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise DivergenceError(f'{desc}: the loss is {value} at step {step}: training diverged '
+                              '(lower lr, or check the data); nothing was written')
+    return value
+
+
+def check_finite_weights(model: nn.Module, desc: str) -> None:
+    """:class:`~nni_bap.errors.DivergenceError` naming the first parameter or buffer that is not finite."""
+    for name, t in list(model.named_parameters()) + list(model.named_buffers()):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise DivergenceError(f'{desc}: {name} holds non-finite values after training: training diverged '
+                                  '(lower lr); nothing was written')
 
 
 def training_step(batch, model: nn.Module) -> torch.Tensor:
@@ -37,12 +54,13 @@ def make_training_func(loader: DataLoader, default_epochs: int = 1, progress: bo
                 for batch in loader:
                     optimizers.zero_grad()
                     loss = training_step(batch, model)
+                    step += 1
+                    value = check_finite(loss, step, desc)
                     loss.backward()
                     optimizers.step()
-                    step += 1
                     bar.update(1)
                     if step % 20 == 0:
-                        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+                        bar.set_postfix(loss=f"{value:.3f}")
                     if max_steps and step >= max_steps:
                         return
                 if lr_schedulers is not None:
@@ -66,6 +84,7 @@ def train(model: nn.Module, dataset: Dataset, epochs: int = 5, batch_size: int =
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     make_training_func(loader, progress=progress, desc='dense')(model, opt, step_fn or training_step,
                                                                 max_epochs=epochs)
+    check_finite_weights(model, 'dense training')
     return model
 
 

@@ -6,11 +6,11 @@ from torch import nn
 
 from nni.compression.pruning import LevelPruner
 
-from nni_bap.attacks import ATTACKS, FGSM, PGD, PGDL2, DeepFool, flat_norm
+from nni_bap.attacks import ATTACKS, FGSM, PGD, DeepFool, flat_norm
 from nni_bap.training import accuracy
 
 SETTINGS = {'fgsm': dict(eps=0.1), 'pgd': dict(eps=0.1, steps=10), 'pgd_l2': dict(eps=0.8, steps=10),
-            'deepfool': dict(steps=20)}
+            'deepfool': dict(steps=20), 'apgd': dict(eps=0.1, steps=10), 'fmn': dict(steps=10)}
 
 
 def _linear(seed=0, d=20, k=5):
@@ -79,7 +79,7 @@ def test_robust_accuracy_non_increasing_in_eps(name, dense_digits, digits):
     assert accs[-1] < accs[0]
 
 
-@pytest.mark.parametrize('name', sorted(ATTACKS))
+@pytest.mark.parametrize('name', sorted(SETTINGS))
 def test_budget_range_mode_and_grads_preserved(name, dense_digits, digits):
     model = copy.deepcopy(dense_digits).train()
     grads = {n: torch.full_like(p, 0.5) for n, p in model.named_parameters()}

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from nni_bap.cli import main
-from nni_bap.report import AER_KEYS
+from nni_bap.rows import AER_KEYS
 
 BAD = [
     ({'modell': 'lenet5'}, "unknown config key 'modell'"),

@@ -1,8 +1,12 @@
+import inspect
+import subprocess
+import sys
+
 import pytest
 
-from nni_bap.config import ConfigError, parse_method, validate_config, with_sparsity
-from nni_bap.methods import METHODS
-from nni_bap.runner import parse_process
+from nni_bap.config import (BASE_PRUNER_NAMES, METHOD_NAMES, METHOD_SETTINGS, ConfigError, config_hash, parse_method,
+                            parse_process, validate_config, with_sparsity)
+from nni_bap.methods import BASE_PRUNERS, METHODS
 
 
 @pytest.mark.parametrize('spec, family, args', [
@@ -46,3 +50,42 @@ def test_defaults_filled_and_types_checked():
         validate_config({'epochs': 0})
     with pytest.raises(ConfigError, match='needs data_dir'):
         validate_config({'dataset': 'mnist'})
+
+
+def test_config_validation_does_not_import_nni():
+    """Issue 10: spec parsing stays cheap; validating a config imports neither NNI nor the pruners."""
+    code = ('import sys; from nni_bap.config import validate_config, parse_method; '
+            'validate_config({"method": "bap-s1.1", "bap": {"cutoff": 0.5}}); '
+            'print(sorted(m for m in sys.modules if m == "nni" or m.startswith(("nni.", "nni_bap.pruner"))))')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '[]'
+
+
+def test_name_tables_agree():
+    """The config's names are the keys of the tables that build the pruners, and each family's settings are
+    exactly the keyword arguments its pruner takes (``schedule`` is set by the runner)."""
+    assert tuple(METHODS) == METHOD_NAMES and tuple(BASE_PRUNERS) == BASE_PRUNER_NAMES
+    for family in ('adversarial', 'bap'):
+        params = set(inspect.signature(METHODS[family].__init__).parameters)
+        assert set(METHOD_SETTINGS[family]) == params - {'self', 'pruner', 'interval_steps', 'total_times',
+                                                         'evaluator', 'schedule'}
+
+
+def test_exclude_entries_and_bad_config_lists():
+    cfg = validate_config({'config_list': [{'op_types': ['Conv2d'], 'sparse_ratio': 0.5},
+                                           {'exclude': True, 'op_names': ['features.0']}]})
+    out = with_sparsity(cfg, 0.9)['config_list']
+    assert out == [{'op_types': ['Conv2d'], 'sparse_ratio': 0.9}, {'exclude': True, 'op_names': ['features.0']}]
+    for bad, msg in (([{'exclude': True}], 'excludes nothing'),
+                     ([{'exclude': True, 'op_names': ['x']}], 'only exclude entries'),
+                     ([], 'non-empty list')):
+        with pytest.raises(ConfigError, match=msg):
+            validate_config({'config_list': bad})
+
+
+def test_config_hash_ignores_eval_and_key_order():
+    a = validate_config({'epochs': 3, 'eval': {'fgsm': {'budgets': [0.0, 0.1]}}})
+    b = validate_config({'epochs': 3})
+    assert config_hash(a) == config_hash(dict(reversed(list(b.items()))))
+    assert config_hash(a) != config_hash(validate_config({'epochs': 4}))

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from nni_bap.cutoff import cutoff_scale, l2_to_rms, rms_to_l2
+from nni_bap.cutoff import check_cutoff, cutoff_scale, l2_to_rms, resolve_cutoff, rms_to_l2
 
 
 def _eta():
@@ -16,31 +16,31 @@ def _eta():
 
 
 def test_fixed_cut_l2():
-    out, delta = cutoff_scale(_eta(), cutoff=1.5, scale=1.0, norm='l2')
+    out, cut = cutoff_scale(_eta(), cutoff=1.5, scale=1.0, norm='l2')
     norms = out.flatten(1).norm(dim=1)
-    assert float(delta) == 1.5
+    assert float(cut) == 1.5
     assert norms.tolist() == pytest.approx([1.0, 1.5, 1.5])
     # direction kept
     assert torch.allclose(out[2] / norms[2], _eta()[2] / 6.0)
 
 
 def test_adaptive_cut_is_batch_mean_then_scaled():
-    out, delta = cutoff_scale(_eta(), cutoff='adaptive', scale=1.1, norm='l2')
-    assert float(delta) == pytest.approx(3.0)
+    out, cut = cutoff_scale(_eta(), cutoff='adaptive', scale=1.1, norm='l2')
+    assert float(cut) == pytest.approx(3.0)
     assert out.flatten(1).norm(dim=1).tolist() == pytest.approx([1.1, 2.2, 3.3])
 
 
 def test_linf_cut_and_scale():
-    out, delta = cutoff_scale(_eta(), cutoff=2.5, scale=0.9, norm='linf')
+    out, cut = cutoff_scale(_eta(), cutoff=2.5, scale=0.9, norm='linf')
     assert out.flatten(1).abs().amax(1).tolist() == pytest.approx([0.9, 1.8, 2.25])
-    out, delta = cutoff_scale(_eta(), cutoff='adaptive', scale=1.0, norm='linf')
-    assert float(delta) == pytest.approx(2.0)
+    out, cut = cutoff_scale(_eta(), cutoff='adaptive', scale=1.0, norm='linf')
+    assert float(cut) == pytest.approx(2.0)
     assert out.flatten(1).abs().amax(1).tolist() == pytest.approx([1.0, 2.0, 2.0])
 
 
 def test_no_cut_and_zero_perturbations():
-    out, delta = cutoff_scale(_eta(), cutoff=None, scale=2.0)
-    assert math.isinf(float(delta))
+    out, cut = cutoff_scale(_eta(), cutoff=None, scale=2.0)
+    assert math.isinf(float(cut))
     assert torch.allclose(out, 2 * _eta())
     out, _ = cutoff_scale(torch.zeros(4, 3), cutoff='adaptive')
     assert torch.count_nonzero(out) == 0
@@ -51,6 +51,25 @@ def test_bad_cutoff():
         cutoff_scale(_eta(), cutoff='mean')
     with pytest.raises(ValueError):
         cutoff_scale(_eta(), cutoff=-1)
+
+
+@pytest.mark.parametrize('bad', [math.nan, math.inf, -0.1, True, 'mean', [1.0]])
+def test_check_cutoff_refuses_what_is_not_a_radius(bad):
+    """Issue 10 case 7 (settings validated): one check for the cutoff, shared by the generator and resolve_cutoff;
+    NaN, infinity (use None), bools and lists were accepted or failed with an unrelated error."""
+    with pytest.raises(ValueError, match=r"^cutoff must be a finite number >= 0, 'adaptive' or None \(no cut\), got "):
+        check_cutoff(bad)
+    with pytest.raises(ValueError, match='^cutoff must be'):
+        resolve_cutoff(torch.ones(3), bad)
+    assert check_cutoff(2) == 2.0 and isinstance(check_cutoff(2), float)
+    assert check_cutoff('adaptive') == 'adaptive' and check_cutoff(None) is None
+
+
+@pytest.mark.parametrize('bad', [0, -1.0, math.nan])
+def test_cutoff_scale_refuses_a_bad_scale(bad):
+    """Issue 10 case 7 (settings validated): scale <= 0 or NaN used to zero (or NaN) every perturbation silently."""
+    with pytest.raises(ValueError, match=f'^scale must be a finite number > 0, got {bad!r}'):
+        cutoff_scale(_eta(), cutoff='adaptive', scale=bad)
 
 
 def test_rms_conversion():

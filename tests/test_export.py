@@ -10,7 +10,6 @@ import torch
 
 from nni.compression.pruning import L1NormPruner, LevelPruner
 
-from nni_bap.compat import finalize
 from nni_bap.export import (CorruptModelError, InputShapeError, OnnxClassifier, OnnxParityError, SpeedupParityError,
                             export_onnx, onnx_efficiency)
 from nni_bap.export.speedup import speed_up, structured_dependency_config

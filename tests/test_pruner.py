@@ -9,7 +9,7 @@ from nni.compression.pruning import AGPPruner, L1NormPruner, LevelPruner
 
 from nni_bap import AdversarialPruner, BAPPruner, NNIUsageError, apply_masks, finalize
 from nni_bap.attacks import PGD, DeepFool, flat_norm
-from nni_bap.methods import METHODS, prune
+from nni_bap.methods import prune
 from nni_bap.schedule import SCHEDULES, schedule_ratio
 from nni_bap.training import accuracy, make_evaluator
 
@@ -49,8 +49,9 @@ def test_bap_statistics_record_the_cut(dense_digits, digits):
     pruner = BAPPruner(base, interval_steps=2, total_times=2, cutoff='adaptive', scale=0.9, log_interval=0)
     pruner.compress(max_steps=6, max_epochs=None)
     for s in pruner.statistics:
-        assert s['delta'] == pytest.approx(s['norm_mean'], rel=1e-5)
-        assert s['cut_norm_p90'] <= 0.9 * s['delta'] + 1e-4
+        assert s['cutoff'] == pytest.approx(s['norm_mean'], rel=1e-5)
+        assert s['cut_norm_p90'] <= 0.9 * s['cutoff'] + 1e-4
+        assert 'delta' not in s
         assert s['cut_norm_mean'] < s['norm_mean']
     assert set(pruner.summary()) >= {'norm_mean', 'cut_norm_mean', 'ae_error', 'final_sparsity'}
 
@@ -104,13 +105,26 @@ def test_structured_base_pruner_and_linear_schedule(dense_digits, digits):
     assert len(set(round(v, 4) for v in sp)) >= 4
 
 
+@pytest.mark.parametrize('schedule, levels', [('linear', [0.2, 0.4, 0.6, 0.8]),
+                                              ('agp', [0.8 * (1 - 0.75 ** 3), 0.8 * (1 - 0.5 ** 3), 0.8 * (1 - 0.25 ** 3), 0.8])])
+def test_pruner_follows_its_schedule(schedule, levels, dense_digits, digits):
+    """Issue 10: the linear-schedule test could not tell linear from AGP; the sparsity levels the pruner reaches
+    after each of its four updates are those of its schedule."""
+    model = copy.deepcopy(dense_digits)
+    base = LevelPruner(model, CFG, evaluator=make_evaluator(model, _loader(digits), progress=False))
+    pruner = BAPPruner(base, 2, 4, schedule=schedule, log_interval=0)
+    pruner.compress(max_steps=10, max_epochs=None)
+    reached = sorted({round(s['sparsity'], 3) for s in pruner.statistics} - {0.0})
+    assert reached == pytest.approx(levels, abs=0.005)
+
+
 @pytest.mark.parametrize('name', sorted(SCHEDULES))
 def test_schedules(name):
     assert schedule_ratio(name, 0, 10) == 0.0 and schedule_ratio(name, 10, 10) == 1.0
     vals = [schedule_ratio(name, t, 10) for t in range(11)]
     assert all(a < b for a, b in zip(vals, vals[1:]))
-    if name == 'agp':
-        assert vals[3] == pytest.approx(1 - 0.7 ** 3)
+    expected = {'agp': 1 - 0.7 ** 3, 'linear': 0.3}
+    assert vals[3] == pytest.approx(expected[name])
     with pytest.raises(ValueError):
         schedule_ratio('cosine', 1, 10)
 

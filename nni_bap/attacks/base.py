@@ -1,36 +1,107 @@
-"""Base class shared by every attack: mode save/restore, clamping, logits.
+"""Base class shared by every attack: settings checks, input-range check, mode save/restore, clamping, logits.
 
 Attacks take gradients with :func:`torch.autograd.grad` with respect to the
 *inputs only*, so the parameters' ``.grad`` fields are never touched, and the
 model is put in eval mode for the duration of the call and restored after it.
 A model wrapped by NNI (masks applied in its forward) is attacked as it is.
+
+Every setting is checked once, in the constructor (``check_*`` below, shared with the generators
+and pruners); every batch is checked by :func:`check_inputs` before it is attacked.
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+from numbers import Integral, Real
+from typing import Callable, Optional, Tuple, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ['Attack', 'flat_norm', 'project_l2']
+__all__ = ['Attack', 'check_candidates', 'check_clip', 'check_count', 'check_inputs', 'check_norm', 'check_number',
+           'flat_norm', 'project_l2']
+
+NORMS = ('l2', 'linf')
+INPUT_TOLERANCE = 1e-6
+T = TypeVar('T')
+
+
+def check_number(name: str, value, low: float = 0.0, strict: bool = False) -> float:
+    """``value`` as a float if it is a finite real number ``>= low`` (``> low`` if ``strict``), else ``ValueError``."""
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value <= low if strict else value < low):
+        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, got {value!r}")
+    return float(value)
+
+
+def check_count(name: str, value, low: int = 1) -> int:
+    """``value`` as an int if it is an integer ``>= low``, else ``ValueError``."""
+    if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
+        raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
+    return int(value)
+
+
+def check_norm(norm: str) -> str:
+    """``norm`` if it is ``'l2'`` or ``'linf'``, else ``ValueError``."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
+    return norm
+
+
+def check_candidates(candidates: Optional[int]) -> Optional[int]:
+    """DeepFool's top-k: ``None`` (all classes) or an integer ``>= 2`` (the label and at least one rival)."""
+    if candidates is None:
+        return None
+    if not isinstance(candidates, Integral) or isinstance(candidates, bool) or candidates < 2:
+        raise ValueError(f'candidates must be None or an integer >= 2 (the label and at least one rival), '
+                         f'got {candidates!r}')
+    return int(candidates)
+
+
+def check_clip(clip_min: Optional[float], clip_max: Optional[float]) -> Tuple[Optional[float], Optional[float]]:
+    """The valid input range: each bound ``None`` or a finite number, ``clip_min < clip_max`` when both are set."""
+    lo = None if clip_min is None else check_number('clip_min', clip_min, low=-math.inf)
+    hi = None if clip_max is None else check_number('clip_max', clip_max, low=-math.inf)
+    if lo is not None and hi is not None and not lo < hi:
+        raise ValueError(f'clip_min must be below clip_max, got clip_min={clip_min!r}, clip_max={clip_max!r}')
+    return lo, hi
+
+
+def check_inputs(x: Tensor, clip_min: Optional[float], clip_max: Optional[float]) -> None:
+    """Refuse a batch that is not finite or lies outside ``[clip_min, clip_max]`` (``None``: that side unchecked).
+
+    Attacks clamp their results into the valid range, so inputs normalised outside it (e.g. by mean
+    and std) would be silently clipped: the attack would change the data, not just perturb it.
+    """
+    if x.numel() == 0:
+        return
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError('inputs hold NaN or infinite values; attacks need finite inputs')
+    lo, hi = float(x.min()), float(x.max())
+    below = clip_min is not None and lo < clip_min - INPUT_TOLERANCE
+    above = clip_max is not None and hi > clip_max + INPUT_TOLERANCE
+    if below or above:
+        raise ValueError(f"inputs lie in [{lo:.4g}, {hi:.4g}], outside the attack's valid range "
+                         f'[{_bound(clip_min, -math.inf):g}, {_bound(clip_max, math.inf):g}]; put normalisation '
+                         'inside the model (e.g. a first layer that normalises) or set clip_min/clip_max')
+
+
+def _bound(value: Optional[float], default: float) -> float:
+    return default if value is None else value
 
 
 def flat_norm(t: Tensor, norm: str) -> Tensor:
     """Per-sample norm of ``t`` (first dimension is the batch): ``'l2'`` or ``'linf'``."""
     flat = t.reshape(t.shape[0], -1)
-    if norm == 'l2':
+    if check_norm(norm) == 'l2':
         return flat.norm(p=2, dim=1)
-    if norm == 'linf':
-        return flat.abs().amax(dim=1)
-    raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
+    return flat.abs().amax(dim=1)
 
 
-def project_l2(delta: Tensor, eps: float | Tensor) -> Tensor:
-    """Shrink each sample of ``delta`` into the L2 ball of radius ``eps``."""
-    norms = flat_norm(delta, 'l2').clamp_min(1e-12)
-    factor = torch.clamp(torch.as_tensor(eps, dtype=delta.dtype, device=delta.device) / norms, max=1.0)
-    return delta * factor.view(-1, *([1] * (delta.dim() - 1)))
+def project_l2(eta: Tensor, eps: float | Tensor) -> Tensor:
+    """Shrink each sample of the perturbation ``eta`` into the L2 ball of radius ``eps``."""
+    norms = flat_norm(eta, 'l2').clamp_min(1e-12)
+    factor = torch.clamp(torch.as_tensor(eps, dtype=eta.dtype, device=eta.device) / norms, max=1.0)
+    return eta * factor.view(-1, *([1] * (eta.dim() - 1)))
 
 
 class Attack:
@@ -41,25 +112,31 @@ class Attack:
     model
         The classifier under attack; it returns logits.
     clip_min, clip_max
-        Valid input range; adversarial inputs are clamped into it. ``None`` disables clamping.
+        Valid input range; inputs must lie in it (:func:`check_inputs`) and adversarial inputs are
+        clamped into it. ``None`` leaves that side open.
     """
 
     def __init__(self, model: nn.Module, clip_min: Optional[float] = 0.0, clip_max: Optional[float] = 1.0):
         self.model = model
-        self.clip_min = clip_min
-        self.clip_max = clip_max
+        self.clip_min, self.clip_max = check_clip(clip_min, clip_max)
 
     def __call__(self, x: Tensor, y: Tensor) -> Tensor:
+        """Adversarial inputs for ``(x, y)``: the one way in for every attack."""
+        return self.guarded(self.perturb, x, y).detach()
+
+    def guarded(self, fn: Callable[[Tensor, Tensor], T], x: Tensor, y: Tensor) -> T:
+        """``fn(x, y)`` on checked, detached inputs, in eval mode with gradients on (mode restored after)."""
+        check_inputs(x, self.clip_min, self.clip_max)
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.enable_grad():
-                x_adv = self.perturb(x.detach(), y.detach())
+                return fn(x.detach(), y.detach())
         finally:
             self.model.train(was_training)
-        return x_adv.detach()
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:  # pragma: no cover - abstract
+        """Craft the adversarial batch; the caller (:meth:`__call__`) owns checks and the model's mode."""
         raise NotImplementedError
 
     def clamp(self, x: Tensor) -> Tensor:

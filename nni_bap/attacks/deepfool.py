@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .base import Attack
+from .base import Attack, check_candidates, check_count, check_norm, check_number
 
 __all__ = ['DeepFool', 'DeepFoolResult']
 
@@ -48,9 +48,9 @@ class DeepFool(Attack):
     model
         Classifier returning logits.
     steps
-        Maximum iterations per sample.
+        Maximum iterations per sample, >= 1.
     overshoot
-        The accumulated step is multiplied by ``1 + overshoot`` to land past the boundary.
+        The accumulated step is multiplied by ``1 + overshoot`` (>= 0) to land past the boundary.
     norm
         ``'l2'`` or ``'linf'``.
     candidates
@@ -71,32 +71,20 @@ class DeepFool(Attack):
                  candidates: int | None = None, clip_min: float | None = 0.0, clip_max: float | None = 1.0,
                  drop_crossed: bool = True, check_final: bool = True):
         super().__init__(model, clip_min, clip_max)
-        if norm not in ('l2', 'linf'):
-            raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
-        if candidates is not None and candidates < 2:
-            raise ValueError(f'candidates must be >= 2 (the label and at least one rival), got {candidates}')
-        self.steps = int(steps)
-        self.overshoot = float(overshoot)
-        self.norm = norm
-        self.candidates = candidates
+        self.steps = check_count('steps', steps)
+        self.overshoot = check_number('overshoot', overshoot)
+        self.norm = check_norm(norm)
+        self.candidates = check_candidates(candidates)
         self.drop_crossed = drop_crossed
         self.check_final = check_final
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
+        """The adversarial inputs only (what ``DeepFool(model)(x, y)`` returns)."""
         return self.run(x, y).x_adv
 
-    def __call__(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.attack(x, y).x_adv
-
     def attack(self, x: Tensor, y: Tensor) -> DeepFoolResult:
-        """Run DeepFool in eval mode (mode restored afterwards) and return all it found."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.enable_grad():
-                return self.run(x.detach(), y.detach())
-        finally:
-            self.model.train(was_training)
+        """Like calling the attack (inputs checked, eval mode, mode restored), but return all it found."""
+        return self.guarded(self.run, x, y)
 
     def _rivals(self, logits: Tensor, y: Tensor) -> Tensor:
         n, k = logits.shape

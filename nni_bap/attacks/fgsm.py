@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .base import Attack
+from .base import Attack, check_number
 
 __all__ = ['FGSM']
 
@@ -16,14 +16,14 @@ class FGSM(Attack):
     model
         Classifier returning logits.
     eps
-        Linf budget.
+        Linf budget, a finite number >= 0 (0 returns the inputs).
     clip_min, clip_max
         Valid input range.
     """
 
     def __init__(self, model: nn.Module, eps: float = 8 / 255, clip_min: float | None = 0.0, clip_max: float | None = 1.0):
         super().__init__(model, clip_min, clip_max)
-        self.eps = float(eps)
+        self.eps = check_number('eps', eps)
 
     def perturb(self, x: Tensor, y: Tensor) -> Tensor:
         if self.eps == 0:

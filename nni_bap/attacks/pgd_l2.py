@@ -30,5 +30,5 @@ class PGDL2(PGD):
     def _ascend(self, grad: Tensor) -> Tensor:
         return self.alpha * self._unit(grad)
 
-    def _project(self, delta: Tensor) -> Tensor:
-        return project_l2(delta, self.eps)
+    def _project(self, eta: Tensor) -> Tensor:
+        return project_l2(eta, self.eps)

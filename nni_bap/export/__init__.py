@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ['CorruptModelError', 'ExportError', 'ExportResult', 'InputShapeError', 'OnnxClassifier', 'OnnxParityError',
-           'SpeedupParityError', 'check_onnx', 'export_onnx', 'onnx_efficiency', 'speed_up', 'validate_onnx']
+__all__ = ['CorruptModelError', 'ExportError', 'ExportResult', 'InputShapeError', 'InputValueError', 'OnnxClassifier',
+           'OnnxParityError', 'SpeedupParityError', 'check_onnx', 'export_onnx', 'onnx_efficiency', 'speed_up', 'validate_onnx']
 
-_WHERE = {'CorruptModelError': 'errors', 'ExportError': 'errors', 'InputShapeError': 'errors',
+_WHERE = {'CorruptModelError': 'errors', 'ExportError': 'errors', 'InputShapeError': 'errors', 'InputValueError': 'errors',
           'OnnxParityError': 'errors', 'SpeedupParityError': 'errors', 'ExportResult': 'onnx_export',
           'check_onnx': 'onnx_export', 'export_onnx': 'onnx_export', 'validate_onnx': 'onnx_export',
           'OnnxClassifier': 'runtime', 'onnx_efficiency': 'efficiency', 'speed_up': 'speedup'}

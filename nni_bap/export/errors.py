@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import List
 
-__all__ = ['CorruptModelError', 'ExportError', 'InputShapeError', 'OnnxParityError', 'SpeedupParityError']
+__all__ = ['CorruptModelError', 'ExportError', 'InputShapeError', 'InputValueError', 'OnnxParityError',
+           'SpeedupParityError']
 
 
 class ExportError(RuntimeError):
@@ -26,5 +27,10 @@ class InputShapeError(ExportError, ValueError):
     """An input does not have the shape the model was exported for."""
 
 
+class InputValueError(ExportError, ValueError):
+    """An input holds values a classifier cannot be scored on (NaN or infinity)."""
+
+
 class CorruptModelError(ExportError):
-    """An ``.onnx`` file cannot be loaded or does not pass the ONNX checker."""
+    """An ``.onnx`` file cannot be loaded, does not pass the ONNX checker, or is not a classifier with one
+    input and one ``(batch, classes)`` output."""

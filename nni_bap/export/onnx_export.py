@@ -5,7 +5,6 @@ import copy
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..atomic import atomic_path
 from ..compat import apply_masks, is_wrapped
 from .efficiency import onnx_efficiency
 from .errors import CorruptModelError, InputShapeError, OnnxParityError
@@ -155,42 +155,33 @@ def export_onnx(model: nn.Module, path: str, dummy_input: Tensor, masks=None, va
     meta = {'producer': 'nni-bap', 'producer_version': _version(), 'input_shape': list(dummy_input.shape[1:]),
             'input_range': [0.0, 1.0], 'normalisation': 'none: inputs are pixels scaled to [0, 1]',
             'num_classes': int(final(dummy_input[:1]).shape[1]), 'layer_sparsity': sparsity,
-            'total_sparsity': sparsity['total'], 'speedup': sp.note}
-    meta.update(metadata or {})
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix='.onnx.tmp', dir=folder)
-    os.close(fd)
-    try:
-        import onnx
+            'total_sparsity': sparsity['total'], 'speedup': sp.note, **(metadata or {})}
+    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+    parity, eff = _write_verified(final, path, dummy_input, x_val, meta, opset, atol)
+    _logger.info('exported %s: %d params (%d non-zero), %d FLOPs, max |ORT - torch| %.2e', path, eff['params'],
+                 eff['nonzero_params'], eff['flops'], parity['max_abs_diff'])
+    return ExportResult(path, sp.structured, sp.note, sp.max_abs_diff, sp.bn_drift, parity['max_abs_diff'],
+                        parity['argmax_agreement'], eff, meta, final)
+
+
+def _write_verified(final: nn.Module, path: str, dummy_input: Tensor, x_val: Tensor, meta: Dict[str, str],
+                    opset: int, atol: float):
+    """Export to a temporary file beside ``path``, check and validate it, then move it into place."""
+    import onnx
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path) as tmp:
         torch.onnx.export(final, (dummy_input,), tmp, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}})
         proto = onnx.load(tmp)
         for k, v in meta.items():
             entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v if isinstance(v, str) else json.dumps(v)
+            entry.key, entry.value = k, v
         onnx.save(proto, tmp)
         check_onnx(tmp)
         parity = validate_onnx(tmp, final, x_val, atol=atol)
         eff = onnx_efficiency(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     eff['file_bytes'] = os.path.getsize(path)
-    _logger.info('exported %s: %d params (%d non-zero), %d FLOPs, max |ORT - torch| %.2e', path, eff['params'],
-                 eff['nonzero_params'], eff['flops'], parity['max_abs_diff'])
-    return ExportResult(path, sp.structured, sp.note, sp.max_abs_diff, sp.bn_drift, parity['max_abs_diff'],
-                        parity['argmax_agreement'], eff, {k: v if isinstance(v, str) else json.dumps(v)
-                                                          for k, v in meta.items()}, final)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return parity, eff
 
 
 def _version() -> str:

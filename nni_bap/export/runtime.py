@@ -6,7 +6,6 @@ Imports only numpy and onnxruntime (no torch, no NNI), so it runs on the device 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -16,11 +15,9 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .errors import CorruptModelError, InputShapeError
+from .errors import CorruptModelError, InputShapeError, InputValueError
 
 __all__ = ['OnnxClassifier', 'load_npz']
-
-_logger = logging.getLogger(__name__)
 
 
 def load_npz(path: str) -> Dict[str, np.ndarray]:
@@ -41,6 +38,12 @@ class OnnxClassifier:
         The ``.onnx`` file.
     threads
         Intra-op thread count (0: onnxruntime's default).
+
+    Raises
+    ------
+    CorruptModelError
+        The file cannot be loaded, or its graph is not a classifier: exactly one input and exactly
+        one output of rank 2, ``(batch, classes)``.
     """
 
     path: str
@@ -48,12 +51,24 @@ class OnnxClassifier:
 
     def __post_init__(self):
         self.session = self._session()
+        self._check_graph()
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_shape = tuple(inp.shape[1:])
         self.output_names = [o.name for o in self.session.get_outputs()]
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata: Dict[str, str] = dict(meta)
+
+    def _check_graph(self) -> None:
+        """Refuse a graph that is not one input -> one ``(batch, classes)`` output."""
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise CorruptModelError(f'{self.path} is not a classifier: it has {len(inputs)} inputs and {len(outputs)} '
+                                    f'outputs ({", ".join(o.name for o in outputs)}), expected 1 and 1')
+        shape = outputs[0].shape
+        if shape is None or len(shape) != 2 or (isinstance(shape[1], int) and shape[1] < 2):
+            raise CorruptModelError(f'{self.path} is not a classifier: its output {outputs[0].name!r} has shape '
+                                    f'{shape}, expected (batch, classes)')
 
     def _session(self, profile_prefix: Optional[str] = None):
         import onnxruntime as ort
@@ -70,16 +85,28 @@ class OnnxClassifier:
             raise CorruptModelError(f'onnxruntime cannot load {self.path}: {exc}') from exc
 
     def _check(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as float32 if it has the model's input shape and only finite values."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != tuple(self.input_shape):
             raise InputShapeError(f'{self.path} expects inputs of shape (batch, {", ".join(map(str, self.input_shape))}),'
                                   f' got {x.shape}')
+        bad = int(x.size - np.count_nonzero(np.isfinite(x)))
+        if bad:
+            raise InputValueError(f'{self.path}: inputs hold {bad} NaN or infinite values; a classifier cannot be '
+                                  'scored on them')
         return x
 
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self.input_name: batch})[0]
+        if out.ndim != 2 or out.shape[0] != len(batch):
+            raise CorruptModelError(f'{self.path} returned shape {out.shape} for a batch of {len(batch)}, '
+                                    'expected (batch, classes)')
+        return out
+
     def logits(self, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-        """Raw outputs for ``x`` (float32, batch first)."""
+        """Raw outputs for ``x`` (float32, batch first), shape ``(len(x), classes)``."""
         x = self._check(x)
-        outs = [self.session.run(None, {self.input_name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+        outs = [self._run(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0,), np.float32)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -97,11 +124,27 @@ class OnnxClassifier:
         return self.accuracy(data['x'], data['y'])
 
     def latency(self, batch_size: int = 1, warmup: int = 10, repeats: int = 100,
-                x: Optional[np.ndarray] = None) -> Dict[str, float]:
-        """Median and p90 wall time (ms) of one run at ``batch_size``, after warm-up."""
-        if x is None:
-            x = np.random.default_rng(0).random((batch_size,) + tuple(self.input_shape), dtype=np.float32)
-        feed = {self.input_name: x[:batch_size]}
+                x: Optional[np.ndarray] = None) -> Dict[str, object]:
+        """Median and p90 wall time (ms) of one run on a batch of exactly ``batch_size`` rows, after warm-up.
+
+        Parameters
+        ----------
+        batch_size
+            Rows per run, >= 1.
+        warmup, repeats
+            Runs before timing, and timed runs.
+        x
+            Rows to run (default: uniform random inputs). Fewer than ``batch_size`` rows are repeated
+            (tiled) up to ``batch_size``; more are cut to it.
+
+        Returns
+        -------
+        dict
+            ``batch_size`` (the rows really run), ``rows_given`` (distinct rows of ``x``, or ``None``),
+            ``tiled`` (whether rows were repeated to fill the batch), ``median_ms``, ``p90_ms``.
+        """
+        batch = self._latency_batch(batch_size, x)
+        feed = {self.input_name: batch}
         for _ in range(warmup):
             self.session.run(None, feed)
         times = []
@@ -109,7 +152,20 @@ class OnnxClassifier:
             t = time.perf_counter()
             self.session.run(None, feed)
             times.append((time.perf_counter() - t) * 1e3)
-        return {'batch_size': batch_size, 'median_ms': float(np.median(times)), 'p90_ms': float(np.percentile(times, 90))}
+        rows = None if x is None else len(x)
+        return {'batch_size': len(batch), 'rows_given': rows, 'tiled': rows is not None and rows < batch_size,
+                'median_ms': float(np.median(times)), 'p90_ms': float(np.percentile(times, 90))}
+
+    def _latency_batch(self, batch_size: int, x: Optional[np.ndarray]) -> np.ndarray:
+        """``batch_size`` rows: random ones, or the rows of ``x`` cut or tiled (repeated in order) to that count."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f'batch_size must be an integer >= 1, got {batch_size!r}')
+        if x is None:
+            return np.random.default_rng(0).random((batch_size,) + tuple(self.input_shape), dtype=np.float32)
+        x = self._check(x)
+        if len(x) == 0:
+            raise InputShapeError(f'{self.path}: latency needs at least one input row, got shape {x.shape}')
+        return np.resize(x, (batch_size,) + x.shape[1:]) if len(x) < batch_size else x[:batch_size]
 
     def profile(self, x: np.ndarray, repeats: int = 50) -> List[Dict]:
         """Where the time goes: median kernel time of every node of the optimised graph, slowest first.

@@ -27,7 +27,6 @@ from .errors import SpeedupParityError
 
 __all__ = ['SpeedupResult', 'channel_consistent', 'is_structured', 'speed_up', 'structured_dependency_config']
 
-_logger = logging.getLogger(__name__)
 #: ModelSpeedup reports every replaced module at INFO; keep that at DEBUG level of detail.
 _SPEEDUP_LOG = logging.getLogger(__name__ + '.modelspeedup')
 _SPEEDUP_LOG.setLevel(logging.WARNING)

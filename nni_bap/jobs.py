@@ -1,0 +1,161 @@
+"""The jobs behind ``bap prune``, ``bap export`` and ``bap eval``; each reads and writes one run folder."""
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .atomic import atomic_write, sha256_json
+from .config import STRUCTURED, config_hash, parse_method, target_sparsity, validate_config
+from .data import DataSplit, load_dataset
+from .dense import dense_model
+from .errors import RunFolderError
+from .run_folder import RunFolder
+from .training import accuracy
+
+__all__ = ['eval_spec', 'load_data', 'resolve_eval_target', 'run_eval', 'run_export', 'run_prune']
+
+_logger = logging.getLogger(__name__)
+
+
+def load_data(cfg: Dict) -> DataSplit:
+    """The config's dataset, cut to ``train_limit`` / ``test_limit``."""
+    data = load_dataset(cfg['dataset'], cfg.get('data_dir'))
+    return data.subset(cfg.get('train_limit'), cfg.get('test_limit'))
+
+
+def eval_spec(cfg: Dict, spec: Optional[Dict] = None) -> Dict:
+    """The evaluation spec a run uses: ``spec``, else the config's ``eval``, else the default."""
+    from .evaluate import DEFAULT_SPEC
+    return copy.deepcopy(spec or cfg.get('eval') or DEFAULT_SPEC)
+
+
+def _config_list(cfg: Dict, model: nn.Module) -> List[Dict]:
+    if cfg['base_pruner'] in STRUCTURED:
+        from .compat import nni_config_list
+        from .export.speedup import structured_dependency_config
+        return structured_dependency_config(model, nni_config_list(cfg['config_list']))
+    return copy.deepcopy(cfg['config_list'])
+
+
+def run_prune(cfg: Dict, out: Path, data: Optional[DataSplit] = None, dense: Optional[nn.Module] = None,
+              progress: bool = True, cache: Optional[Path] = None) -> Dict:
+    """Prune according to ``cfg``; write ``model.pt``, ``stats.json``, ``run.json`` into the run folder ``out``.
+
+    Nothing is written when pruning fails (divergence, a config_list NNI rejects, a missed sparsity).
+    """
+    from .methods import prune
+    cfg = validate_config(cfg)
+    folder = RunFolder(out).create()
+    data = data if data is not None else load_data(cfg)
+    dense = dense if dense is not None else dense_model(cfg, data, cache, progress)
+    family, args = parse_method(cfg['method'], cfg)
+    result = prune(dense, data.train_set(), _config_list(cfg, dense), method=family, method_args=args,
+                   base_pruner=cfg['base_pruner'], schedule=cfg['schedule'], epochs=cfg['epochs'],
+                   total_times=cfg['total_times'], schedule_fraction=cfg['schedule_fraction'],
+                   batch_size=cfg['batch_size'], lr=cfg['lr'], seed=cfg['seed'], progress=progress)
+    masks = {k: {t: m for t, m in v.items() if m is not None} for k, v in result.masks.items()}
+    folder.save_model(result.model, masks, cfg, data.input_shape, data.num_classes)
+    folder.write_json('stats.json', result.statistics)
+    info = {'method': cfg['method'], 'family': family, 'method_args': args, 'schedule': cfg['schedule'],
+            'sparsity': target_sparsity(cfg), 'measured_sparsity': result.sparsity['measured'], 'seed': cfg['seed'],
+            'seconds': result.seconds, 'summary': result.summary,
+            'clean_accuracy': accuracy(result.model, data.x_test, data.y_test)}
+    info = folder.write_run(info, config_hash(cfg))
+    _logger.info('%s at sparsity %.2f (measured %.4f): clean accuracy %.4f, %.1f s', cfg['method'], info['sparsity'],
+                 info['measured_sparsity'], info['clean_accuracy'], result.seconds)
+    return info
+
+
+def run_export(run_dir: Path, data: Optional[DataSplit] = None) -> Dict:
+    """Speed the run's model up, convert to ``model.onnx``, validate it on the test split; write ``export.json``."""
+    from .export import export_onnx
+    folder = RunFolder(run_dir)
+    cfg, model, masks = folder.load_model()
+    data = data if data is not None else load_data(cfg)
+    info = folder.read_json('run.json') if (folder / 'run.json').exists() else {}
+    meta = {'pruning_method': cfg['method'], 'pruning_settings': {k: cfg[k] for k in (
+        'base_pruner', 'schedule', 'total_times', 'epochs', 'config_list')} | {'method_args': info.get('method_args')},
+        'dataset': cfg['dataset'], 'model': cfg['model'], 'model_sha256': folder.hash('model.pt')}
+    if folder.check_report(sha256_json(eval_spec(cfg)), onnx=False) is None:
+        rep = folder.read_json('report.json')
+        meta['robustness'] = {'clean_accuracy': rep['clean_accuracy'], 'robust_auc': rep['robust_auc']}
+    res = export_onnx(model, str(folder / 'model.onnx'), data.x_test[:8], masks=masks,
+                      validation_inputs=data.x_test, metadata=meta)
+    d = {**res.to_dict(), 'onnx': 'model.onnx', 'model_hash': meta['model_sha256'], 'onnx_hash': folder.hash('model.onnx')}
+    folder.write_json('export.json', d)
+    return d
+
+
+def _onnx_target(folder: RunFolder, onnx: Optional[Path]) -> Optional[Path]:
+    """The ONNX file to evaluate beside torch, checked to come from the folder's ``model.pt``."""
+    path = onnx if onnx is not None else (folder / 'model.onnx' if (folder / 'model.onnx').exists() else None)
+    if path is None:
+        return None
+    from .export import OnnxClassifier
+    source = OnnxClassifier(str(path)).metadata.get('model_sha256')
+    if source is None:
+        raise RunFolderError(f'{path} records no source model (not written by `bap export`); '
+                             f'run `bap export {folder.path}`')
+    if source != folder.hash('model.pt'):
+        raise RunFolderError(f'{path} was not exported from {folder / "model.pt"} (source hash differs); '
+                             f'run `bap export {folder.path}`')
+    return path
+
+
+def resolve_eval_target(target: Path) -> Tuple[RunFolder, Optional[Path]]:
+    """A run folder, or an ``.onnx`` file inside one -> (run folder, ONNX file or None for the folder's own)."""
+    target = Path(target)
+    if target.suffix == '.onnx':
+        if not target.is_file():
+            raise RunFolderError(f'{target} does not exist')
+        return RunFolder(target.parent).require(), target
+    return RunFolder(target).require(), None
+
+
+def run_eval(target: Path, data: Optional[DataSplit] = None, spec: Optional[Dict] = None, progress: bool = True,
+             latency: bool = True) -> Dict:
+    """Robustness report of a run: torch and, when exported, onnxruntime side by side.
+
+    ``target`` is a run folder (its ``model.onnx`` is used when present) or an ONNX file in a run folder
+    (that file is evaluated). Either way the ONNX file must have been exported from the folder's
+    ``model.pt``. With ``latency`` (the ``bap eval`` command) the report also gets onnxruntime latencies,
+    the slowest kernels at batch 64, and the ONNX model's accuracy on PGD examples crafted on torch.
+    """
+    from .evaluate import evaluate_robustness
+    from .export import OnnxClassifier
+    from .report import write_report
+    folder, onnx = resolve_eval_target(target)
+    cfg, model, _ = folder.load_model()
+    onnx = _onnx_target(folder, onnx)
+    data = data if data is not None else load_data(cfg)
+    spec = eval_spec(cfg, spec)
+    ort = OnnxClassifier(str(onnx)) if onnx is not None else None
+    report = evaluate_robustness(model, data.x_test, data.y_test, spec, classifiers={'onnx': ort} if ort else None,
+                                 progress=progress, seed=cfg['seed'])
+    report.update(model=cfg['model'], dataset=cfg['dataset'], method=cfg['method'], model_hash=folder.hash('model.pt'),
+                  spec_hash=sha256_json(spec), onnx=onnx.name if onnx else None,
+                  onnx_hash=folder.hash(onnx.name) if onnx else None)
+    if ort is not None and latency:
+        report.update(_deployment(folder, model, ort, data, cfg['seed']))
+    write_report(report, folder.path)
+    return report
+
+
+def _deployment(folder: RunFolder, model: nn.Module, ort, data: DataSplit, seed: int) -> Dict:
+    """Transfer accuracy of torch-crafted PGD examples in onnxruntime, latencies and the kernel profile."""
+    from .attacks import PGD
+    torch.manual_seed(seed)
+    adv = PGD(model, eps=0.1, steps=20)(data.x_test, data.y_test)
+    atomic_write(folder / 'adv_pgd0.1.npz', lambda fh: np.savez(fh, x=adv.numpy(), y=data.y_test.numpy()))
+    x = data.x_test.numpy()
+    return {'transfer': {'attack': 'pgd eps 0.1 crafted on torch', 'npz': 'adv_pgd0.1.npz',
+                         'onnx_accuracy': ort.accuracy_npz(str(folder / 'adv_pgd0.1.npz')),
+                         'torch_accuracy': accuracy(model, adv, data.y_test)},
+            'latency': {f'batch_{b}': ort.latency(batch_size=b, x=x[:b]) for b in (1, 64)},
+            'kernels_batch_64': ort.profile(x[:64], repeats=20)[:8]}

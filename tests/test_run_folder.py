@@ -1,0 +1,165 @@
+"""Run folders you can trust (issue 10): atomic writes, hashes, resume, determinism, the dense cache."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from nni_bap.atomic import atomic_write, sha256_file, write_json
+from nni_bap.cli import main
+from nni_bap.config import validate_config
+from nni_bap.data import load_digits
+from nni_bap.dense import dense_key
+from nni_bap.errors import RunFolderError
+from nni_bap.rows import AER_KEYS, aer_row
+from nni_bap.run_folder import RunFolder
+
+TINY = {'model': 'digits_cnn', 'dense_epochs': 1, 'epochs': 1, 'total_times': 2, 'train_limit': 128, 'test_limit': 32,
+        'method': 'natural', 'config_list': [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.5}],
+        'eval': {'fgsm': {'budgets': [0.0, 0.1]}}}
+
+
+def _config(tmp_path: Path, **changes) -> Path:
+    path = tmp_path / f'cfg-{len(list(tmp_path.glob("cfg-*")))}.json'
+    path.write_text(json.dumps({**TINY, **changes}))
+    return path
+
+
+def _sweep(cfg: Path, out: Path, *extra: str) -> int:
+    return main(['--quiet', 'sweep', str(cfg), '--sparsities', '0.5', '--methods', 'natural', '--out', str(out),
+                 *extra])
+
+
+def _mtimes(out: Path, name: str):
+    return {p.parent.name: p.stat().st_mtime_ns for p in out.glob(f'*/*/{name}')}
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    """Issue 10 case 9: a write that dies midway leaves the complete old file and no temporary file."""
+    path = tmp_path / 'report.json'
+    write_json(path, {'a': 1})
+
+    def dies(fh):
+        fh.write(b'{"a": 2, "trunc')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(path, dies)
+    assert json.loads(path.read_text()) == {'a': 1}
+    assert [p.name for p in tmp_path.iterdir()] == ['report.json']
+
+
+def test_json_is_strict(tmp_path):
+    """Issue 10 case 3: no bare NaN in a report; non-finite numbers are written as null."""
+    write_json(tmp_path / 'r.json', {'x': float('nan'), 'y': [1.0, float('inf')]})
+    assert json.loads((tmp_path / 'r.json').read_text()) == {'x': None, 'y': [1.0, None]}
+    assert 'NaN' not in (tmp_path / 'r.json').read_text()
+
+
+def test_dense_cache_key_covers_what_determines_the_model():
+    """Issue 10 case 3: the dense-model cache key left out lr and batch_size."""
+    data = load_digits().subset(64, 8)
+    base = validate_config({'train_limit': 64})
+    keys = {dense_key({**base, **change}, data) for change in
+            ({}, {'lr': 0.01}, {'batch_size': 32}, {'seed': 1}, {'dense_epochs': 3}, {'model': 'lenet5'})}
+    assert len(keys) == 6
+    assert dense_key(base, data) == dense_key({**base, 'epochs': 99, 'method': 'bap'}, data)
+    assert dense_key(base, data) != dense_key(base, load_digits().subset(63, 8))
+
+
+def test_resume_reruns_only_what_is_stale(tmp_path):
+    """Issue 10 cases 2 and 9: --resume after a config change reruns, after a truncated report.json reruns the eval of
+    that run only, after a half-rewritten folder (new model.pt, old model.onnx / report.json) redoes export and eval."""
+    out = tmp_path / 'sweep'
+    cfg = _config(tmp_path)
+    assert main(['--quiet', 'sweep', str(cfg), '--sparsities', '0.5,0.8', '--methods', 'natural', '--out', str(out)]) == 0
+    first = _mtimes(out, 'report.json')
+    assert set(first) == {'natural-0.5', 'natural-0.8'}
+    run = out / 'agp-seed0' / 'natural-0.5'
+    text = (run / 'report.json').read_text()
+    (run / 'report.json').write_text(text[:len(text) // 2])  # as if killed mid-write by a non-atomic writer
+    model_mtime = (run / 'model.pt').stat().st_mtime_ns
+    assert main(['--quiet', 'sweep', str(cfg), '--sparsities', '0.5,0.8', '--methods', 'natural', '--out', str(out),
+                 '--resume']) == 0
+    second = _mtimes(out, 'report.json')
+    assert second['natural-0.8'] == first['natural-0.8'] and second['natural-0.5'] > first['natural-0.5']
+    assert (run / 'model.pt').stat().st_mtime_ns == model_mtime  # not pruned again
+    assert 'report.json is damaged' in (out / 'bap.log').read_text()
+    # a half-rewritten folder: another model.pt under the old run.json, model.onnx and report.json
+    other = out / 'agp-seed0' / 'natural-0.8' / 'model.pt'
+    (run / 'model.pt').write_bytes(other.read_bytes())
+    assert main(['--quiet', 'sweep', str(cfg), '--sparsities', '0.5,0.8', '--methods', 'natural', '--out', str(out),
+                 '--resume']) == 0
+    info = json.loads((run / 'run.json').read_text())
+    rows = json.loads((out / 'aer.json').read_text())
+    row = next(r for r in rows if r['sparsity'] == 0.5)
+    assert row['clean_accuracy'] == pytest.approx(info['clean_accuracy']) and info['sparsity'] == 0.5
+    assert info['model_hash'] == sha256_file(run / 'model.pt')
+    assert json.loads((run / 'export.json').read_text())['model_hash'] == info['model_hash']
+    # a changed config reruns every run and the rows follow the new runs
+    cfg2 = _config(tmp_path, epochs=2)
+    assert main(['--quiet', 'sweep', str(cfg2), '--sparsities', '0.5,0.8', '--methods', 'natural', '--out', str(out),
+                 '--resume']) == 0
+    assert 'config changed' in (out / 'bap.log').read_text()
+    for r in json.loads((out / 'aer.json').read_text()):
+        folder = out / 'agp-seed0' / f'natural-{r["sparsity"]:g}'
+        assert r['clean_accuracy'] == json.loads((folder / 'run.json').read_text())['clean_accuracy']
+        assert RunFolder(folder).check_export() is None
+    assert set(AER_KEYS) == set(aer_row(run, out))
+
+
+def test_damaged_dense_cache_is_retrained(tmp_path):
+    """Issue 10 case 9: a truncated dense cache broke every later run until deleted by hand."""
+    out = tmp_path / 'sweep'
+    cfg = _config(tmp_path)
+    assert _sweep(cfg, out) == 0
+    (cache,) = (out / 'cache').glob('dense-*')
+    (cache / 'model.pt').write_bytes((cache / 'model.pt').read_bytes()[:100])
+    assert _sweep(cfg, out, '--resume') == 0
+    assert 'dense cache' in (out / 'bap.log').read_text() and 'not reused' in (out / 'bap.log').read_text()
+    RunFolder(cache).load_model()  # whole again
+
+
+def test_eval_spec_without_pgd_writes_table_and_plot(tmp_path, capsys):
+    """Issue 10 case 8: an eval spec without pgd crashed the sweep in plot_aer after every run had finished."""
+    out = tmp_path / 'sweep'
+    assert _sweep(_config(tmp_path), out) == 0
+    assert (out / 'aer.png').stat().st_size > 10000 and 'natural' in capsys.readouterr().out
+
+
+def _prune_in_subprocess(cfg: Path, out: Path) -> None:
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    proc = subprocess.run([sys.executable, '-m', 'nni_bap.cli', '--quiet', 'prune', str(cfg), '--out', str(out)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_same_seed_same_run_in_two_processes(tmp_path):
+    """Issue 10 case 4: the same config and seed in two fresh folders gave different dense models."""
+    cfg = _config(tmp_path, method='bap', dense_epochs=2)
+    a, b = tmp_path / 'a', tmp_path / 'b'
+    _prune_in_subprocess(cfg, a)
+    _prune_in_subprocess(cfg, b)
+    sa, sb = (torch.load(p / 'model.pt', weights_only=True)['state_dict'] for p in (a, b))
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert (a / 'stats.json').read_text() == (b / 'stats.json').read_text()
+    ra, rb = (json.loads((p / 'run.json').read_text()) for p in (a, b))
+    assert ra['clean_accuracy'] == rb['clean_accuracy'] and ra['config_hash'] == rb['config_hash']
+    (dense_a,), (dense_b,) = (list((p / 'cache').glob('dense-*')) for p in (a, b))
+    assert sha256_file(dense_a / 'model.pt') == sha256_file(dense_b / 'model.pt')
+
+
+def test_load_model_refuses_a_model_pt_that_run_json_does_not_know(tmp_path):
+    """Issue 10 case 2: a rewritten model.pt is not silently paired with another run's files."""
+    cfg = _config(tmp_path)
+    run = tmp_path / 'run'
+    assert main(['--quiet', 'prune', str(cfg), '--out', str(run)]) == 0
+    folder = RunFolder(run)
+    assert folder.check_prune(json.loads((run / 'run.json').read_text())['config_hash']) is None
+    torch.save(torch.load(run / 'model.pt', weights_only=True), run / 'model.pt', _use_new_zipfile_serialization=False)
+    with pytest.raises(RunFolderError, match='does not match'):
+        folder.load_model()
+    assert 'does not match' in folder.check_prune(json.loads((run / 'run.json').read_text())['config_hash'])
