@@ -9,8 +9,6 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
 from nni_bap.export.runtime import OnnxClassifier, load_npz
 
 

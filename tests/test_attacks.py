@@ -79,7 +79,7 @@ def test_robust_accuracy_non_increasing_in_eps(name, dense_digits, digits):
     assert accs[-1] < accs[0]
 
 
-@pytest.mark.parametrize('name', sorted(SETTINGS))
+@pytest.mark.parametrize('name', sorted(ATTACKS))
 def test_budget_range_mode_and_grads_preserved(name, dense_digits, digits):
     model = copy.deepcopy(dense_digits).train()
     grads = {n: torch.full_like(p, 0.5) for n, p in model.named_parameters()}
