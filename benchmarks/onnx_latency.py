@@ -1,8 +1,10 @@
-"""onnxruntime latency: 50%-channel-pruned vs dense LeNet-5 (against the FLOPs ratio), and ORT vs torch eager.
+"""onnxruntime latency: 50%-channel-pruned vs dense LeNet-5 (against the FLOPs ratio), int8 vs fp32, and ORT vs
+torch eager.
 
-Besides the goal lines it measures why the pruned model falls short of its FLOPs ratio: the first
-convolution (one input channel) costs the same at 3 and 6 output channels, and it prints the best
-ratio any runtime could reach with that convolution at the cost measured here.
+The LeNet-5 speedup over its FLOPs ratio is information, not a goal (issue 13): the first convolution (one
+input channel) costs the same at 3 and 6 output channels, which bounds the ratio near 0.6 whatever the
+rest of the network does; this module prints that bound and two latency-aware channel plans. The
+deployment goal is measured on the small ResNet (:mod:`benchmarks.resnet_latency`).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from nni_bap.export import OnnxClassifier, export_onnx
 from nni_bap.export.speedup import structured_dependency_config
 
 from .common import info, line, paired
+from .resnet_latency import int8_table
 
 THREADS = 1
 GOAL = 0.8
@@ -74,8 +77,10 @@ def run(model, data) -> List[Dict]:
     a, b = paired(_run(d_clf, x64), _run(p_clf, x64), reps=200, warmup=20)
     flops_ratio = dense.efficiency['flops'] / pruned.efficiency['flops']
     speed = a / b
-    out.append(line('ort_pruned50_vs_dense_b64_speedup_over_flops_ratio', speed / flops_ratio, a, b, f'>= {GOAL}',
-                    speed / flops_ratio >= GOAL))
+    out.append(info(f'ort_pruned50_vs_dense_b64_speedup_over_flops_ratio: {speed / flops_ratio:.2f} ({a:.2f} ms / '
+                    f'{b:.2f} ms) goal info (was >= {GOAL}; information since issue 13: LeNet-5\'s first conv, one '
+                    'input channel, costs the same at 3 as at 6 output channels, which bounds this ratio near 0.6 '
+                    '(below); the deployment goal is ort_resnet_pruned50_*)'))
     out.append(info(f'latency speedup {speed:.2f}x, FLOPs ratio {flops_ratio:.2f} ({dense.efficiency["flops"]} / '
                     f'{pruned.efficiency["flops"]}), params {dense.efficiency["params"]} / {pruned.efficiency["params"]}, '
                     f'file bytes {dense.efficiency["file_bytes"]} / {pruned.efficiency["file_bytes"]}, max |ORT - torch| '
@@ -113,6 +118,8 @@ def run(model, data) -> List[Dict]:
         ratio = dense.efficiency['flops'] / res.efficiency['flops']
         out.append(info(f'plan {label}: b64 {a:.3f} ms -> {b:.3f} ms, speedup {a / b:.2f}x, FLOPs ratio {ratio:.2f}, '
                         f'over the FLOPs ratio {a / b / ratio:.2f}'))
+
+    out += int8_table('lenet', {'dense': dense, 'pruned50': pruned}, data, folder, x)
 
     eager = model.eval()
     xt = data.x_test[:1]

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from nni_bap.config import validate_config
+from nni_bap.eval_spec import default_spec
 from nni_bap.report import plot_aer
 from nni_bap.rows import aer_row
 from nni_bap.sweep import run_sweep
@@ -44,9 +45,8 @@ PRIORITY = ['natural', 'bap-s1.0', 'adversarial-fgsm0.1', 'adversarial-fgsm0.3',
 #: PGD-10 adversarial pruning costs 2-3x an FGSM run; add it with --with-pgd when time allows.
 PGD_METHOD = 'adversarial-pgd0.1'
 SEEDS = [0, 1]
-EVAL = {'deepfool': {'budgets': [0.0, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2], 'steps': 100},
-        'fgsm': {'budgets': [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]},
-        'pgd': {'budgets': [0.0, 0.1, 0.2, 0.3], 'steps': 20}}
+#: The worst-case evaluation (nni_bap.eval_spec): per norm, FMN + APGD-CE/DLR (+ DeepFool for L2).
+EVAL = default_spec((1, 28, 28))
 CONFIG = {'model': 'lenet5', 'dataset': 'mnist', 'data_dir': str(ROOT.parent / 'shared' / 'data' / 'mnist'),
           'base_pruner': 'level', 'config_list': [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.9}],
           'total_times': 10, 'dense_epochs': 8, 'epochs': 2, 'batch_size': 64, 'lr': 0.001, 'test_limit': 500,
@@ -105,9 +105,9 @@ def claims(rows):
     """The three verdicts, with the numbers they rest on."""
     auc = lambda a: (lambda r: r['robust_auc'][a])
     clean = lambda r: r['clean_accuracy']
-    nat = {'clean': _per_process_spread(rows, 'natural', clean), 'fgsm': _per_process_spread(rows, 'natural', auc('fgsm')),
-           'pgd': _per_process_spread(rows, 'natural', auc('pgd')), 'deepfool': _per_process_spread(rows, 'natural', auc('deepfool'))}
-    strong = [s for s in nat['clean'] if nat['pgd'][s] > 2 * nat['clean'][s] and nat['pgd'][s] >= 0.02]
+    nat = {'clean': _per_process_spread(rows, 'natural', clean), 'linf': _per_process_spread(rows, 'natural', auc('linf')),
+           'l2': _per_process_spread(rows, 'natural', auc('l2'))}
+    strong = [s for s in nat['clean'] if nat['linf'][s] > 2 * nat['clean'][s] and nat['linf'][s] >= 0.02]
     c1 = {'spread_across_processes_natural': nat, 'sparsities_where_pgd_spread_gt_2x_clean_spread': strong,
           'supported': len(strong) >= len(nat['clean']) / 2}
     fgsm = [m for m in METHODS if m.startswith('adversarial-fgsm')]
@@ -120,7 +120,7 @@ def claims(rows):
             means = [np.mean([key(r) for r in sub if r['method'] == m and r['sparsity'] == s]) for m in methods]
             out[s] = {'values': [float(v) for v in means], 'range': float(np.ptp(means))}
         return out
-    adv_pgd, bap_pgd = across_settings(fgsm, auc('pgd')), across_settings(bap, auc('pgd'))
+    adv_pgd, bap_pgd = across_settings(fgsm, auc('linf')), across_settings(bap, auc('linf'))
     adv_clean, bap_clean = across_settings(fgsm, clean), across_settings(bap, clean)
     mean_range = lambda d: float(np.mean([v['range'] for v in d.values()]))
     c2 = {'adversarial_fgsm_eps_0.1_0.2_0.3': {'pgd_auc': adv_pgd, 'clean': adv_clean},
@@ -131,13 +131,13 @@ def claims(rows):
         c2['mean_range_clean']['adversarial'] > 2 * c2['mean_range_clean']['bap']
     n_proc = len({r['process'] for r in rows})
     covered = [m for m in METHODS if len({r['process'] for r in rows if r['method'] == m}) == n_proc]
-    spread = {m: float(np.mean(list(_per_process_spread(rows, m, auc('pgd')).values()))) for m in covered}
+    spread = {m: float(np.mean(list(_per_process_spread(rows, m, auc('linf')).values()))) for m in covered}
     aer = {}
     for m in METHODS:
         sel = [r for r in rows if r['method'] == m]
         if not sel:
             continue
-        aer[m] = float(np.mean([(r['clean_accuracy'] + r['robust_auc']['deepfool'] + r['robust_auc']['pgd']) / 3
+        aer[m] = float(np.mean([(r['clean_accuracy'] + r['robust_auc']['l2'] + r['robust_auc']['linf']) / 3
                                 for r in sel]))
     adv_methods = [m for m in METHODS if family(m) == 'adversarial']
     bap_spread = np.mean([spread[m] for m in bap if m in spread])
@@ -184,29 +184,29 @@ def write_readme(rows, dense, verdicts, table, seconds, out: Path, args):
              'range (DeepFool-100 cut at 0-0.2 RMS; PGD-Linf-20 and FGSM at 0-0.3).', '',
              'Files: `aer.json` / `aer.csv` (every run), `dense.json`, `summary.json` (means and spreads), '
              '`claims.json` (the numbers below), `aer.png`, `curves_by_sparsity.png`, `auc_spread.png`.', '',
-             '| method | sparsity | clean acc (mean +- std) | DeepFool AUC | PGD AUC | FGSM AUC |', '|---|---|---|---|---|---|']
+             '| method | sparsity | clean acc (mean +- std) | Linf worst-case AUC | L2 worst-case AUC |', '|---|---|---|---|---|']
     for t in table.values():
         f = lambda k: f'{t[k]["mean"]:.4f} +- {t[k]["std"]:.4f}'
-        lines.append(f'| {t["method"]} | {t["sparsity"]:g} | {f("clean")} | {f("deepfool")} | {f("pgd")} | {f("fgsm")} |')
+        lines.append(f'| {t["method"]} | {t["sparsity"]:g} | {f("clean")} | {f("linf")} | {f("l2")} |')
     for d in dense:
-        lines.append(f'| dense (seed {d["seed"]}) | 0 | {d["clean_accuracy"]:.4f} | {d["robust_auc"]["deepfool"]:.4f} | '
-                     f'{d["robust_auc"]["pgd"]:.4f} | {d["robust_auc"]["fgsm"]:.4f} |')
+        lines.append(f'| dense (seed {d["seed"]}) | 0 | {d["clean_accuracy"]:.4f} | {d["robust_auc"]["linf"]:.4f} | '
+                     f'{d["robust_auc"]["l2"]:.4f} |')
     n = v1['spread_across_processes_natural']
     lines += ['', '## Claim 1', '',
               '*The robustness of gradually pruned models varies strongly with the pruning process, above all '
               'against strong attacks.*', '',
               f'Verdict: **{yes(v1["supported"])}** by this data. Range across the three processes of the natural '
               'models\' seed-mean clean accuracy vs robust AUCs, per sparsity:', '',
-              '| sparsity | clean | FGSM AUC | PGD AUC | DeepFool AUC |', '|---|---|---|---|---|']
-    lines += [f'| {s:g} | {n["clean"][s]:.4f} | {n["fgsm"][s]:.4f} | {n["pgd"][s]:.4f} | {n["deepfool"][s]:.4f} |'
+              '| sparsity | clean | Linf worst-case AUC | L2 worst-case AUC |', '|---|---|---|---|']
+    lines += [f'| {s:g} | {n["clean"][s]:.4f} | {n["linf"][s]:.4f} | {n["l2"][s]:.4f} |'
               for s in n['clean']]
     lines += ['', f'The PGD spread exceeds twice the clean spread (and 0.02) at sparsities '
               f'{v1["sparsities_where_pgd_spread_gt_2x_clean_spread"] or "none"}.', '',
               '## Claim 2', '', '*Adversarial pruning with a prescribed uniform budget is highly sensitive to that budget.*', '',
               f'Verdict: **{yes(v2["supported"])}**. Mean over sparsities of the range across FGSM eps 0.1/0.2/0.3: '
-              f'PGD AUC {v2["mean_range_pgd_auc"]["adversarial"]:.4f}, clean accuracy {v2["mean_range_clean"]["adversarial"]:.4f}; '
-              f'for comparison BAP across scale 0.9/1.0/1.1: PGD AUC {v2["mean_range_pgd_auc"]["bap"]:.4f}, clean '
-              f'{v2["mean_range_clean"]["bap"]:.4f}.', '', '| sparsity | PGD AUC at eps 0.1 / 0.2 / 0.3 | clean at eps 0.1 / 0.2 / 0.3 |',
+              f'Linf worst-case AUC {v2["mean_range_pgd_auc"]["adversarial"]:.4f}, clean accuracy {v2["mean_range_clean"]["adversarial"]:.4f}; '
+              f'for comparison BAP across scale 0.9/1.0/1.1: Linf worst-case AUC {v2["mean_range_pgd_auc"]["bap"]:.4f}, clean '
+              f'{v2["mean_range_clean"]["bap"]:.4f}.', '', '| sparsity | Linf worst-case AUC at eps 0.1 / 0.2 / 0.3 | clean at eps 0.1 / 0.2 / 0.3 |',
               '|---|---|---|']
     a = v2['adversarial_fgsm_eps_0.1_0.2_0.3']
     lines += [f'| {s:g} | {" / ".join(f"{x:.4f}" for x in a["pgd_auc"][s]["values"])} | '
@@ -214,11 +214,11 @@ def write_readme(rows, dense, verdicts, table, seconds, out: Path, args):
     lines += ['', '## Claim 3', '', '*BAP\'s robustness is more stable across pruning processes and its overall AER is '
               'better than adversarial pruning\'s.*', '',
               f'Verdict: stability **{yes(v3["stability_supported"])}**, AER **{yes(v3["aer_supported"])}**. '
-              f'Mean range across processes of PGD AUC: BAP {v3["bap_mean_spread"]:.4f} vs adversarial '
+              f'Mean range across processes of Linf worst-case AUC: BAP {v3["bap_mean_spread"]:.4f} vs adversarial '
               f'{v3["adversarial_mean_spread"]:.4f}. AER score (mean over sparsities, processes and seeds of '
-              f'(clean + DeepFool AUC + PGD AUC) / 3, all at equal sparsity): BAP {v3["bap_mean_aer"]:.4f} vs adversarial '
+              f'(clean + L2 worst-case AUC + Linf worst-case AUC) / 3, all at equal sparsity): BAP {v3["bap_mean_aer"]:.4f} vs adversarial '
               f'{v3["adversarial_mean_aer"]:.4f} (best single setting: BAP {v3["best_bap_aer"]:.4f}, adversarial '
-              f'{v3["best_adversarial_aer"]:.4f}).', '', '| method | PGD AUC range across processes | AER score |', '|---|---|---|']
+              f'{v3["best_adversarial_aer"]:.4f}).', '', '| method | Linf worst-case AUC range across processes | AER score |', '|---|---|---|']
     lines += [f'| {m} | {v3["mean_pgd_auc_range_across_processes"].get(m, float("nan")):.4f} | '
               f'{v3["aer_score"].get(m, float("nan")):.4f} |' for m in METHODS if m in v3['aer_score']]
     lines += ['', f'Spreads use the methods that ran in every process: {", ".join(v3["methods_run_in_every_process"])}. '
@@ -238,8 +238,8 @@ def figures(rows, out: Path):
         for m in METHODS:
             sel = [r for r in rows if r['method'] == m and r['sparsity'] == s]
             if sel:
-                b = sel[0]['curves']['deepfool']['budgets']
-                ax.plot(b, np.mean([r['curves']['deepfool']['accuracy'] for r in sel], axis=0), label=m,
+                b = sel[0]['curves']['l2']['budgets']
+                ax.plot(b, np.mean([r['curves']['l2']['accuracy'] for r in sel], axis=0), label=m,
                         ls='-' if family(m) == 'bap' else ('--' if family(m) == 'adversarial' else ':'))
         ax.set_title(f'sparsity {s:g}: DeepFool cut (RMS)')
         ax.set_xlabel('budget (RMS)')
@@ -252,12 +252,12 @@ def figures(rows, out: Path):
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, m in enumerate(METHODS):
         for s in sps:
-            vals = [r['robust_auc']['pgd'] for r in rows if r['method'] == m and r['sparsity'] == s]
+            vals = [r['robust_auc']['linf'] for r in rows if r['method'] == m and r['sparsity'] == s]
             if vals:
                 ax.errorbar(s + (i - 4) * 0.004, np.mean(vals), yerr=[[np.mean(vals) - min(vals)], [max(vals) - np.mean(vals)]],
                             fmt='o', ms=3, capsize=2, color=f'C{i}', label=m if s == sps[0] else None)
     ax.set_xlabel('sparsity')
-    ax.set_ylabel('PGD AUC (bars: min-max over runs)')
+    ax.set_ylabel('Linf worst-case AUC (bars: min-max over runs)')
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
     fig.tight_layout()
@@ -331,8 +331,10 @@ def main(argv=None) -> int:
     sparsities = SPARSITIES
     if args.quick:
         cfg.update(model='digits_cnn', dataset='digits', data_dir=None, dense_epochs=5, epochs=1, total_times=3,
-                   eval={'deepfool': {'budgets': [0.0, 0.1, 0.2], 'steps': 20}, 'fgsm': {'budgets': [0.0, 0.1, 0.2]},
-                         'pgd': {'budgets': [0.0, 0.1, 0.2], 'steps': 5}})
+                   eval={'linf': {'budgets': [0.0, 0.1, 0.2], 'key_points': [0.1],
+                                  'attacks': {'fmn': {'steps': 20}, 'apgd-ce': {'steps': 10}}},
+                         'l2': {'budgets': [0.0, 0.25, 0.5], 'key_points': [0.25],
+                                'attacks': {'deepfool': {'steps': 20}, 'fmn': {'steps': 20}, 'apgd-ce': {'steps': 10}}}})
         sparsities = [0.5, 0.9]
     cfg = validate_config(cfg)
     work = Path(args.work)

@@ -19,8 +19,10 @@ __all__ = ['main']
 DEMO_CONFIG = {'model': 'digits_cnn', 'dataset': 'digits', 'dense_epochs': 15, 'epochs': 8,
                'adversarial': {'attack': 'fgsm', 'eps': 0.1}}
 TINY = {'dense_epochs': 2, 'epochs': 1, 'train_limit': 256, 'test_limit': 64, 'total_times': 2,
-        'eval': {'deepfool': {'budgets': [0.0, 0.1, 0.2], 'steps': 10}, 'fgsm': {'budgets': [0.0, 0.1, 0.2]},
-                 'pgd': {'budgets': [0.0, 0.1, 0.2], 'steps': 5}}}
+        'eval': {'linf': {'budgets': [0.0, 0.05, 0.1, 0.2], 'key_points': [0.1],
+                          'attacks': {'fmn': {'steps': 10}, 'apgd-ce': {'steps': 5}}},
+                 'l2': {'budgets': [0.0, 0.25, 0.5], 'key_points': [0.25],
+                        'attacks': {'deepfool': {'steps': 10}, 'fmn': {'steps': 10}, 'apgd-ce': {'steps': 5}}}}}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument('--out', required=True)
     ex = sub.add_parser('export', help='speed up, convert to ONNX and validate a run')
     ex.add_argument('run_dir')
+    ex.add_argument('--int8', action='store_true', help='also write model.int8.onnx (static QDQ int8, validated '
+                    'against fp32, robustness re-checked)')
     ev = sub.add_parser('eval', help='robustness report (report.json, report.md, curves.png) of a run')
     ev.add_argument('target', help='run folder, or an ONNX file exported from it')
     sw = sub.add_parser('sweep', help='every method x sparsity, then aer.json / aer.csv / aer.png')
@@ -126,10 +130,14 @@ def _export(args) -> None:
     from .run_folder import RunFolder
     folder = RunFolder(args.run_dir).require()
     _setup_logging(folder.path, args.quiet)
-    res = run_export(folder.path)
+    res = run_export(folder.path, int8=args.int8)
     e = res['efficiency']
     print(f'{folder / res["onnx"]}: {e["params"]} params ({e["nonzero_params"]} non-zero), {e["flops"]} FLOPs, '
           f'{e["file_bytes"]} bytes, max |ORT - torch| {res["onnx_max_abs_diff"]:.2e}; {res["note"]}')
+    if 'int8' in res:
+        q = res['int8']
+        print(f'{folder / q["onnx"]}: argmax agreement {q["agreement"]:.4f}, accuracy fp32 {q["fp32_accuracy"]:.4f} '
+              f'int8 {q["int8_accuracy"]:.4f}; {q["robustness"]["note"]}')
 
 
 def _eval(args) -> None:

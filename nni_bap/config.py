@@ -41,7 +41,7 @@ DEFAULTS: Dict[str, Any] = {
     'seed': 0,
     'train_limit': None,
     'test_limit': None,
-    'eval': None,
+    'eval': None,  # None: nni_bap.eval_spec.default_spec for the data's input shape
     'adversarial': {'attack': 'fgsm', 'eps': 0.1},
     'bap': {},
 }
@@ -248,17 +248,11 @@ def check_method_settings(family: str, args: Dict[str, Any]) -> None:
 def _check_eval(spec: Any) -> None:
     if spec is None:
         return
-    if not isinstance(spec, dict) or not spec:
-        raise ConfigError('eval must be a mapping of attack name -> {budgets: [...], settings}')
-    from .attacks import ATTACKS
-    for name, settings in spec.items():
-        if name not in ATTACKS:
-            raise ConfigError(f'eval: unknown attack {name!r}; choose among {sorted(ATTACKS)}')
-        budgets = settings.get('budgets') if isinstance(settings, dict) else None
-        if not isinstance(budgets, list) or not budgets or not all(
-                isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) and b >= 0
-                for b in budgets):
-            raise ConfigError(f'eval.{name}.budgets must be a non-empty list of numbers >= 0, got {budgets!r}')
+    from .eval_spec import validate_spec
+    try:
+        validate_spec(spec)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def with_sparsity(cfg: Dict[str, Any], sparsity: float) -> Dict[str, Any]:

@@ -1,25 +1,21 @@
-"""Robustness evaluation: accuracy-vs-budget curves, their areas, and sanity checks.
+"""Robustness evaluation: per norm, the per-sample worst case over strong attacks, with key points and intervals.
 
-Protocol (the paper's, plus today's practice):
+Protocol (see :mod:`nni_bap.eval_spec` for the spec and :mod:`nni_bap.cascade` for the worst case):
 
-- ``deepfool``: DeepFool-L2 with many iterations; its perturbations are *cut* to each budget of
-  the grid and re-classified (the paper's curve). L2 budgets are given in RMS-per-element units
-  (see :mod:`nni_bap.cutoff`); 0.2 RMS is L2 5.6 on 28x28.
-- ``fgsm``, ``pgd`` (Linf, random start, >= 20 steps) and ``pgd_l2`` (budgets in RMS units).
-- a sample counts as robust at budget b only if it resists every budget <= b of that attack
-  (an adversarial example inside a smaller ball is inside the larger one), so curves are
-  non-increasing by construction; the raw per-budget accuracies are kept for the sanity checks.
-- ``worst_linf``: per sample, the worst case over the Linf attacks at each Linf budget.
-- AUC: trapezoidal area under the curve over the budget range, divided by the range, with the
-  clean accuracy at budget 0.
-
-Every adversarial batch can also be re-classified by extra classifiers (for instance an
-onnxruntime session), reported side by side.
+- per norm (``linf``, ``l2``; budgets are plain per-example norms), minimum-norm attacks (FMN, DeepFool)
+  run first on every correctly classified sample; then fixed-budget attacks (APGD-CE, APGD-DLR, ...)
+  run at the key points on the samples still robust there, as in AutoAttack;
+- ``robust_auc[norm]`` is the area under the worst-case curve over the budget grid, divided by the
+  budget range (clean accuracy at budget 0); ``key_points`` give the worst-case accuracy at named budgets
+  with n and a 95% Wilson interval;
+- per-attack curves of the minimum-norm attacks and the paper's DeepFool curve (perturbations cut to each
+  budget) stay in the report (``curves_by_attack``, ``robust_auc_by_attack``); DeepFool is never a
+  robustness number on its own;
+- every adversarial input is also re-classified by extra classifiers (e.g. onnxruntime), side by side.
 """
 from __future__ import annotations
 
 import logging
-import math
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -27,23 +23,22 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .attacks import ATTACKS, DeepFool, flat_norm
-from .cutoff import cutoff_scale, rms_to_l2
+from .attacks import ATTACKS
+from .cascade import Cascade
+from .eval_spec import EVAL_ATTACKS, MIN_NORM, default_spec, validate_spec
+from .intervals import wilson
 
-__all__ = ['DEFAULT_SPEC', 'auc', 'evaluate_robustness', 'sanity_checks']
+__all__ = ['auc', 'evaluate_robustness', 'key_point', 'sanity_checks']
 
 _logger = logging.getLogger(__name__)
 
 Classifier = Callable[[np.ndarray], np.ndarray]
-
-#: Default evaluation: attack name -> (budget grid, settings). L2 grids are in RMS units.
-DEFAULT_SPEC: Dict[str, Dict] = {
-    'deepfool': {'budgets': [0.0, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.175, 0.2], 'steps': 100},
-    'fgsm': {'budgets': [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]},
-    'pgd': {'budgets': [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3], 'steps': 20},
-    'pgd_l2': {'budgets': [0.0, 0.025, 0.05, 0.1, 0.15, 0.2], 'steps': 20},
-}
-_LINF = ('fgsm', 'pgd')
+#: How much the DeepFool-cut curve may exceed the worst case at a key point before it is flagged.
+DEEPFOOL_GAP = 0.05
+#: Share of correctly classified samples an unbounded minimum-norm attack must fool.
+MIN_NORM_SUCCESS = 0.98
+#: Samples the huge-budget masking check attacks.
+HUGE_EPS_SAMPLES = 500
 
 
 def auc(budgets: Sequence[float], accuracies: Sequence[float]) -> float:
@@ -54,6 +49,13 @@ def auc(budgets: Sequence[float], accuracies: Sequence[float]) -> float:
     return float(np.sum((a[1:] + a[:-1]) / 2 * np.diff(b)) / (b[-1] - b[0]))
 
 
+def key_point(norm: str, budget: float, robust: np.ndarray) -> Dict:
+    """Accuracy at one budget with its n and 95% Wilson interval."""
+    k, n = int(robust.sum()), int(robust.size)
+    return {'norm': norm, 'budget': float(budget), 'accuracy': k / n if n else float('nan'), 'n': n,
+            'interval': list(wilson(k, n))}
+
+
 def _torch_classifier(model: nn.Module, batch_size: int) -> Classifier:
     def classify(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -62,14 +64,46 @@ def _torch_classifier(model: nn.Module, batch_size: int) -> Classifier:
     return classify
 
 
-def _batched(fn, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
-    return torch.cat([fn(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+def _min_norm_attacks(model: nn.Module, casc: Cascade, entry: Dict, budgets: List[float], out: Dict) -> None:
+    for name, settings in entry['attacks'].items():
+        if name not in MIN_NORM:
+            continue
+        table, fixed, _ = EVAL_ATTACKS[name]
+        own = casc.min_norm(ATTACKS[table](model, norm=casc.norm, **fixed, **settings))
+        out['curves_by_attack'][f'{casc.norm}/{name}'] = [float((own > b).mean()) for b in budgets]
+        if name == 'deepfool':
+            norms = torch.linalg.vector_norm(casc.eta.flatten(1), ord=2 if casc.norm == 'l2' else float('inf'), dim=1)
+            out[f'median_deepfool_{casc.norm}'] = float(norms.median())
+            out['curves_by_attack'][f'{casc.norm}/deepfool-cut'] = casc.cut(casc.eta, budgets)
 
 
-def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, spec: Optional[Dict[str, Dict]] = None,
+def _fixed_attacks(model: nn.Module, casc: Cascade, entry: Dict, cascade: bool) -> None:
+    for budget in entry['fixed_budgets']:
+        for name, settings in entry['attacks'].items():
+            if name in MIN_NORM or budget == 0:
+                continue
+            table, fixed, _ = EVAL_ATTACKS[name]
+            kw = {**fixed, **settings, **({'norm': casc.norm} if table == 'apgd' else {})}
+            casc.fixed(ATTACKS[table](model, eps=budget, **kw), budget, cascade)
+
+
+def _evaluate_norm(model: nn.Module, casc: Cascade, entry: Dict, cascade: bool, report: Dict) -> None:
+    norm = casc.norm
+    budgets = sorted(set(entry['budgets']) | set(entry['key_points']))
+    _min_norm_attacks(model, casc, entry, budgets, report)
+    _fixed_attacks(model, casc, entry, cascade)
+    acc = {c: [float(casc.robust(b, c).mean()) for b in budgets] for c in casc.broken}
+    report['curves'][norm] = {'budgets': budgets, 'unit': norm, 'accuracy': acc,
+                              'auc': {c: auc(budgets, a) for c, a in acc.items()}}
+    report['robust_auc'][norm] = report['curves'][norm]['auc']['torch']
+    report['key_points'] += [key_point(norm, b, casc.robust(b)) for b in entry['key_points']]
+    report['cascade'][norm] = casc.log
+
+
+def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, spec: Optional[Dict] = None,
                         classifiers: Optional[Dict[str, Classifier]] = None, batch_size: int = 500,
-                        seed: int = 0, progress: bool = True, huge_eps: float = 1.0) -> Dict:
-    """Evaluate ``model`` on ``(x, y)`` under every attack of ``spec``.
+                        seed: int = 0, progress: bool = True, huge_eps: float = 1.0, cascade: bool = True) -> Dict:
+    """Evaluate ``model`` on ``(x, y)``: per norm of ``spec``, the worst case over its attacks.
 
     Parameters
     ----------
@@ -78,99 +112,61 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, spec: Optional[D
     x, y
         Test inputs in [0, 1] and labels.
     spec
-        Attack name -> ``{'budgets': [...], ...attack settings}``; :data:`DEFAULT_SPEC` by default.
+        See :mod:`nni_bap.eval_spec`; :func:`~nni_bap.eval_spec.default_spec` for ``x``'s shape by default.
     classifiers
-        Extra ``name -> f(numpy inputs) -> labels`` that re-classify every adversarial batch
+        Extra ``name -> f(numpy inputs) -> labels`` that re-classify every adversarial input
         (e.g. an onnxruntime session); ``'torch'`` is always included.
     huge_eps
-        Linf budget of the "robust accuracy near zero" sanity check.
+        Linf budget of the "robust accuracy near zero" sanity check (0: skipped).
+    cascade
+        Attack only the samples still robust (``False``: every correctly classified sample; same result).
 
     Returns
     -------
     dict
-        ``clean_accuracy``, ``median_deepfool_l2``, ``curves`` (per attack: ``budgets``, ``unit``,
-        ``accuracy`` and ``raw_accuracy`` per classifier, ``auc`` per classifier),
-        ``worst_linf``, ``robust_auc`` (torch), ``huge_eps_accuracy`` and ``warnings``.
+        ``samples``, ``clean_accuracy`` (+ ``clean_interval``, ``clean_accuracy_by``), ``curves`` (per norm:
+        ``budgets``, ``unit``, worst-case ``accuracy`` and ``auc`` per classifier), ``robust_auc`` (per norm,
+        torch), ``key_points``, ``curves_by_attack`` and ``robust_auc_by_attack``, ``cascade`` (what each
+        attack ran on), ``median_deepfool_<norm>``, ``huge_eps_accuracy``, ``warnings``.
     """
-    spec = spec if spec is not None else DEFAULT_SPEC
+    spec = validate_spec(spec if spec is not None else default_spec(tuple(x.shape[1:])))
     model.eval()
     torch.manual_seed(seed)
-    clfs = {'torch': _torch_classifier(model, batch_size)}
-    clfs.update(classifiers or {})
-    shape = tuple(x.shape[1:])
+    clfs = {'torch': _torch_classifier(model, batch_size), **(classifiers or {})}
     yn = y.numpy()
-    clean = {name: float((f(x.numpy()) == yn).mean()) for name, f in clfs.items()}
+    clean = {c: float((f(x.numpy()) == yn).mean()) for c, f in clfs.items()}
     report: Dict = {'samples': int(len(y)), 'clean_accuracy': clean['torch'], 'clean_accuracy_by': clean,
-                    'curves': {}, 'robust_auc': {}}
-    total = sum(len(s['budgets']) for s in spec.values())
-    bar = tqdm(total=total, desc='evaluate', disable=not progress, leave=False)
-    correct_by_linf: Dict[str, Dict[float, np.ndarray]] = {}
-    for name, settings in spec.items():
-        settings = dict(settings)
-        budgets = [float(b) for b in settings.pop('budgets')]
-        unit = 'linf' if name in _LINF else 'rms'
-        raw = {c: [] for c in clfs}
-        running = {c: np.ones(len(yn), dtype=bool) for c in clfs}
-        acc = {c: [] for c in clfs}
-        eta = None
-        if name == 'deepfool':
-            df = DeepFool(model, norm='l2', **settings)
-            eta = _batched(lambda a, b: df.attack(a, b).eta, x, y, batch_size)
-            report['median_deepfool_l2'] = float(flat_norm(eta, 'l2').median())
-        for b in budgets:
-            if b == 0:
-                x_adv = x
-            elif name == 'deepfool':
-                cut, _ = cutoff_scale(eta, cutoff=rms_to_l2(b, shape), scale=1.0, norm='l2')
-                x_adv = (x + cut).clamp(0.0, 1.0)
-            else:
-                eps = b if unit == 'linf' else rms_to_l2(b, shape)
-                atk = ATTACKS[name](model, eps=eps, **settings)
-                x_adv = _batched(atk, x, y, batch_size)
-            xa = x_adv.numpy()
-            for c, f in clfs.items():
-                ok = f(xa) == yn
-                raw[c].append(float(ok.mean()))
-                running[c] &= ok
-                acc[c].append(float(running[c].mean()))
-                if unit == 'linf':
-                    correct_by_linf.setdefault(c, {}).setdefault(b, np.ones(len(yn), dtype=bool))
-                    correct_by_linf[c][b] &= running[c]
-            bar.update(1)
-        report['curves'][name] = {'budgets': budgets, 'unit': unit, 'accuracy': acc, 'raw_accuracy': raw,
-                                  'auc': {c: auc(budgets, acc[c]) for c in clfs}}
-        report['robust_auc'][name] = auc(budgets, acc['torch'])
-    bar.close()
-    if correct_by_linf:
-        bs = sorted(correct_by_linf['torch'])
-        worst = {c: [float(correct_by_linf[c][b].mean()) for b in bs] for c in clfs}
-        report['worst_linf'] = {'budgets': bs, 'accuracy': worst, 'auc': {c: auc(bs, worst[c]) for c in clfs}}
-        report['robust_auc']['worst_linf'] = auc(bs, worst['torch'])
+                    'clean_interval': list(wilson(int(round(clean['torch'] * len(y))), len(y))),
+                    'curves': {}, 'robust_auc': {}, 'key_points': [], 'curves_by_attack': {}, 'cascade': {}}
+    for norm in tqdm(spec, desc='evaluate', disable=not progress, leave=False):
+        _evaluate_norm(model, Cascade(model, x, y, norm, clfs, batch_size), spec[norm], cascade, report)
+    report['robust_auc_by_attack'] = {k: auc(report['curves'][k.split('/')[0]]['budgets'], v)
+                                      for k, v in report['curves_by_attack'].items()}
     if huge_eps:
-        atk = ATTACKS['pgd'](model, eps=huge_eps, steps=10)
-        report['huge_eps_accuracy'] = float((clfs['torch'](_batched(atk, x, y, batch_size).numpy()) == yn).mean())
+        adv = ATTACKS['pgd'](model, eps=huge_eps, steps=10)(x[:HUGE_EPS_SAMPLES], y[:HUGE_EPS_SAMPLES])
+        report['huge_eps_accuracy'] = float((clfs['torch'](adv.numpy()) == yn[:HUGE_EPS_SAMPLES]).mean())
     report['warnings'] = sanity_checks(report)
     for w in report['warnings']:
         _logger.warning('suspicious evaluation: %s', w)
     return report
 
 
-def sanity_checks(report: Dict, tolerance: float = 0.02) -> List[str]:
-    """Flags of a suspicious evaluation (gradient masking, broken attacks)."""
+def sanity_checks(report: Dict) -> List[str]:
+    """Flags of a suspicious evaluation: a minimum-norm attack that fails unbounded, attack-specific robustness
+    (the DeepFool-cut curve above the worst case at a key point), robustness at a huge budget (masking)."""
     warnings: List[str] = []
-    curves = report.get('curves', {})
-    for name, c in curves.items():
-        raw = c['raw_accuracy']['torch']
-        for (b0, a0), (b1, a1) in zip(zip(c['budgets'], raw), zip(c['budgets'][1:], raw[1:])):
-            if a1 > a0 + tolerance:
-                warnings.append(f'{name}: accuracy rises from {a0:.3f} at {b0:g} to {a1:.3f} at {b1:g}')
-    if 'fgsm' in curves and 'pgd' in curves:
-        f, p = curves['fgsm'], curves['pgd']
-        for b in sorted(set(f['budgets']) & set(p['budgets'])):
-            fa = f['raw_accuracy']['torch'][f['budgets'].index(b)]
-            pa = p['raw_accuracy']['torch'][p['budgets'].index(b)]
-            if pa > fa + tolerance:
-                warnings.append(f'PGD weaker than FGSM at eps {b:g} ({pa:.3f} > {fa:.3f})')
+    for norm, log in report.get('cascade', {}).items():
+        for step in log:
+            if step.get('found') is not None and step['found'] < MIN_NORM_SUCCESS:
+                warnings.append(f'{step["attack"]} ({norm}) found adversarial inputs for only {step["found"]:.3f} '
+                                'of correctly classified samples: unbounded it should find nearly all')
+    for kp in report.get('key_points', []):
+        cut = report.get('curves_by_attack', {}).get(f'{kp["norm"]}/deepfool-cut')
+        if cut is not None:
+            df = cut[report['curves'][kp['norm']]['budgets'].index(kp['budget'])]
+            if df > kp['accuracy'] + DEEPFOOL_GAP:
+                warnings.append(f'DeepFool cut to {kp["norm"]} {kp["budget"]:g} gives {df:.3f}, the worst case '
+                                f'{kp["accuracy"]:.3f}: robustness specific to DeepFool')
     huge = report.get('huge_eps_accuracy')
     if huge is not None and huge > 0.1:
         warnings.append(f'robust accuracy {huge:.3f} at a huge Linf budget: attacks may be masked')

@@ -18,7 +18,7 @@ from .errors import RunFolderError
 from .run_folder import RunFolder
 from .training import accuracy
 
-__all__ = ['eval_spec', 'load_data', 'resolve_eval_target', 'run_eval', 'run_export', 'run_prune']
+__all__ = ['load_data', 'resolve_eval_target', 'run_eval', 'run_export', 'run_prune', 'run_spec']
 
 _logger = logging.getLogger(__name__)
 
@@ -29,10 +29,11 @@ def load_data(cfg: Dict) -> DataSplit:
     return data.subset(cfg.get('train_limit'), cfg.get('test_limit'))
 
 
-def eval_spec(cfg: Dict, spec: Optional[Dict] = None) -> Dict:
-    """The evaluation spec a run uses: ``spec``, else the config's ``eval``, else the default."""
-    from .evaluate import DEFAULT_SPEC
-    return copy.deepcopy(spec or cfg.get('eval') or DEFAULT_SPEC)
+def run_spec(cfg: Dict, input_shape, spec: Optional[Dict] = None) -> Dict:
+    """The (validated) evaluation spec a run uses: ``spec``, else the config's ``eval``, else the default for
+    inputs of ``input_shape``."""
+    from .eval_spec import default_spec, validate_spec
+    return validate_spec(copy.deepcopy(spec or cfg.get('eval') or default_spec(tuple(input_shape))))
 
 
 def _config_list(cfg: Dict, model: nn.Module) -> List[Dict]:
@@ -72,8 +73,12 @@ def run_prune(cfg: Dict, out: Path, data: Optional[DataSplit] = None, dense: Opt
     return info
 
 
-def run_export(run_dir: Path, data: Optional[DataSplit] = None) -> Dict:
-    """Speed the run's model up, convert to ``model.onnx``, validate it on the test split; write ``export.json``."""
+def run_export(run_dir: Path, data: Optional[DataSplit] = None, int8: bool = False) -> Dict:
+    """Speed the run's model up, convert to ``model.onnx``, validate it on the test split; write ``export.json``.
+
+    With ``int8`` also ``model.int8.onnx`` (static QDQ int8, calibrated on 512 training images, validated
+    against fp32) and its robustness re-checked in onnxruntime next to fp32 (``export.json['int8']``).
+    """
     from .export import export_onnx
     folder = RunFolder(run_dir)
     cfg, model, masks = folder.load_model()
@@ -82,14 +87,30 @@ def run_export(run_dir: Path, data: Optional[DataSplit] = None) -> Dict:
     meta = {'pruning_method': cfg['method'], 'pruning_settings': {k: cfg[k] for k in (
         'base_pruner', 'schedule', 'total_times', 'epochs', 'config_list')} | {'method_args': info.get('method_args')},
         'dataset': cfg['dataset'], 'model': cfg['model'], 'model_sha256': folder.hash('model.pt')}
-    if folder.check_report(sha256_json(eval_spec(cfg)), onnx=False) is None:
+    if folder.check_report(sha256_json(run_spec(cfg, data.input_shape)), onnx=False) is None:
         rep = folder.read_json('report.json')
         meta['robustness'] = {'clean_accuracy': rep['clean_accuracy'], 'robust_auc': rep['robust_auc']}
     res = export_onnx(model, str(folder / 'model.onnx'), data.x_test[:8], masks=masks,
                       validation_inputs=data.x_test, metadata=meta)
     d = {**res.to_dict(), 'onnx': 'model.onnx', 'model_hash': meta['model_sha256'], 'onnx_hash': folder.hash('model.onnx')}
+    if int8:
+        d['int8'] = _int8(folder, model, data)
     folder.write_json('export.json', d)
     return d
+
+
+def _int8(folder: RunFolder, model: nn.Module, data: DataSplit, budgets=(0.05, 0.1, 0.2), n: int = 500) -> Dict:
+    """``model.int8.onnx`` beside ``model.onnx``, and its accuracy on PGD inputs crafted on the fp32 torch model
+    (transfer) and on uniform noise, next to fp32's."""
+    from .export.quantize import craft_transfer_inputs, quantize_int8, robustness_recheck
+    q = quantize_int8(str(folder / 'model.onnx'), str(folder / 'model.int8.onnx'), data.x_train[:512].numpy(),
+                      data.x_test.numpy(), data.y_test.numpy())
+    x, y = data.x_test[:n], data.y_test[:n]
+    torch.manual_seed(0)
+    adv = craft_transfer_inputs(model, x, y, budgets, 'pgd', steps=20)
+    check = robustness_recheck(str(folder / 'model.onnx'), str(folder / 'model.int8.onnx'), x.numpy(), y.numpy(), adv)
+    return {**{k: v for k, v in q.to_dict().items() if k not in ('path', 'fp32_path')}, 'onnx': 'model.int8.onnx',
+            'onnx_hash': folder.hash('model.int8.onnx'), 'robustness': check}
 
 
 def _onnx_target(folder: RunFolder, onnx: Optional[Path]) -> Optional[Path]:
@@ -134,7 +155,7 @@ def run_eval(target: Path, data: Optional[DataSplit] = None, spec: Optional[Dict
     cfg, model, _ = folder.load_model()
     onnx = _onnx_target(folder, onnx)
     data = data if data is not None else load_data(cfg)
-    spec = eval_spec(cfg, spec)
+    spec = run_spec(cfg, data.input_shape, spec)
     ort = OnnxClassifier(str(onnx)) if onnx is not None else None
     report = evaluate_robustness(model, data.x_test, data.y_test, spec, classifiers={'onnx': ort} if ort else None,
                                  progress=progress, seed=cfg['seed'])

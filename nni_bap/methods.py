@@ -13,8 +13,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from nni.compression.pruning import AGPPruner, FPGMPruner, L1NormPruner, L2NormPruner, LevelPruner, LinearPruner
 
+from .channel_mask import install_channel_masks
 from .compat import check_selects_layers, finalize, nni_config_error, nni_config_list
-from .config import ConfigError
+from .config import STRUCTURED, ConfigError
 from .errors import SparsityError
 from .pruner import AdversarialPruner, BAPPruner
 from .training import check_finite_weights, make_evaluator
@@ -143,9 +144,18 @@ def prune(model: nn.Module, dataset: Dataset, config_list: List[Dict[str, Any]],
                                                                          desc=method))
     targets = _targets(base)
     scheduled = _scheduled(method, base, interval_steps, total_times, schedule, dict(method_args or {}))
+    # channel pruning masks the BatchNorm channels after each removed conv channel too (sped-up == masked)
+    handle = install_channel_masks(model) if base_pruner in STRUCTURED else None
     start = time.perf_counter()
-    _, masks = scheduled.compress(max_steps=max_steps, max_epochs=None)
+    try:
+        _, masks = scheduled.compress(max_steps=max_steps, max_epochs=None)
+    except BaseException:
+        if handle:
+            handle.remove(bake=False)
+        raise
     seconds = time.perf_counter() - start
+    if handle:
+        handle.remove()
     sparsity = check_sparsity(masks, targets)
     stats = list(getattr(scheduled, 'statistics', []))
     summary = scheduled.summary() if hasattr(scheduled, 'summary') else {}

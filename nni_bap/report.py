@@ -5,14 +5,14 @@ import csv
 import io
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
 from .atomic import atomic_write, write_json, write_text
 
 __all__ = ['aer_table', 'plot_aer', 'plot_curves', 'save_figure', 'write_aer', 'write_report']
-_ATTACK_LABEL = {'deepfool': 'DeepFool-L2, cut (RMS)', 'fgsm': 'FGSM (Linf)', 'pgd': 'PGD-Linf', 'pgd_l2': 'PGD-L2 (RMS)'}
+_NORM_LABEL = {'linf': 'Linf worst case', 'l2': 'L2 worst case'}
 
 
 def _plt():
@@ -29,41 +29,68 @@ def save_figure(fig, path: Path) -> None:
 
 
 def plot_curves(report: Dict, path: Path) -> None:
-    """One panel per attack: accuracy vs budget, torch solid and onnxruntime dashed."""
+    """One panel per norm: the worst case (torch solid, onnxruntime dashed) and each attack's own curve (thin)."""
     plt = _plt()
     curves = report['curves']
-    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.4), squeeze=False)
-    for ax, (name, c) in zip(axes[0], curves.items()):
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.8), squeeze=False)
+    for ax, (norm, c) in zip(axes[0], curves.items()):
         for clf, acc in c['accuracy'].items():
-            ax.plot(c['budgets'], acc, '-o' if clf == 'torch' else '--x', ms=3,
-                    label=f'{clf} (AUC {c["auc"][clf]:.3f})')
-        ax.set_title(_ATTACK_LABEL.get(name, name))
-        ax.set_xlabel(f'budget ({c["unit"]})')
+            ax.plot(c['budgets'], acc, '-o' if clf == 'torch' else '--x', ms=3, lw=2,
+                    label=f'worst case, {clf} (AUC {c["auc"][clf]:.3f})')
+        for key, acc in report.get('curves_by_attack', {}).items():
+            if key.startswith(f'{norm}/'):
+                ax.plot(c['budgets'], acc, lw=0.8, alpha=0.8, label=f'{key.split("/")[1]} alone')
+        for kp in report.get('key_points', []):
+            if kp['norm'] == norm:
+                ax.errorbar([kp['budget']], [kp['accuracy']], yerr=[[kp['accuracy'] - kp['interval'][0]],
+                            [kp['interval'][1] - kp['accuracy']]], fmt='none', ecolor='k', capsize=3)
+        ax.set_title(f'{_NORM_LABEL.get(norm, norm)} (bars: 95% interval, n={report["samples"]})')
+        ax.set_xlabel(f'budget ({norm} norm)')
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel('accuracy')
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel('robust accuracy')
     fig.suptitle(f'{report.get("method", "")} - {report.get("model", "")} on {report.get("dataset", "")}')
     fig.tight_layout()
     save_figure(fig, path)
+
+
+def _fmt(v) -> str:
+    return '-' if v is None else f'{v:.4f}'
+
+
+def _cascade_row(norm: str, step: Dict) -> str:
+    if step['budget'] is None:
+        return f'| {norm} {step["attack"]} (minimum norm) | - | {step["ran_on"]} | found {step["found"]:.3f} |'
+    return (f'| {norm} {step["attack"]} | {step["budget"]:g} | {step["ran_on"]} | '
+            f'accuracy after {step["accuracy_after"]:.4f} |')
+
+
+def _report_lines(report: Dict) -> List[str]:
+    lo, hi = report.get('clean_interval', [None, None])
+    lines = [f'# Robustness report: {report.get("method", "")}', '', f'- samples: {report["samples"]}',
+             '- clean accuracy: ' + ', '.join(f'{k} {v:.4f}' for k, v in report['clean_accuracy_by'].items())
+             + (f' (95% interval {lo:.4f}-{hi:.4f})' if lo is not None else ''),
+             f'- median DeepFool L2 norm: {_fmt(report.get("median_deepfool_l2"))}', '',
+             '| norm | worst-case AUC (torch) | (onnx) | accuracy by budget (torch) |', '|---|---|---|---|']
+    for norm, c in report['curves'].items():
+        accs = ', '.join(f'{b:g}: {a:.3f}' for b, a in zip(c['budgets'], c['accuracy']['torch']))
+        lines.append(f'| {norm} | {c["auc"]["torch"]:.4f} | {_fmt(c["auc"].get("onnx"))} | {accs} |')
+    lines += ['', '| key point | worst-case accuracy | 95% interval | n |', '|---|---|---|---|']
+    lines += [f'| {k["norm"]} {k["budget"]:g} | {k["accuracy"]:.4f} | {k["interval"][0]:.4f}-{k["interval"][1]:.4f} '
+              f'| {k["n"]} |' for k in report.get('key_points', [])]
+    lines += ['', '| attack alone | AUC |', '|---|---|']
+    lines += [f'| {k} | {v:.4f} |' for k, v in report.get('robust_auc_by_attack', {}).items()]
+    lines += ['', '| cascade step | budget | samples attacked | result |', '|---|---|---|---|']
+    lines += [_cascade_row(norm, step) for norm, log in report.get('cascade', {}).items() for step in log]
+    return lines
 
 
 def write_report(report: Dict, out: Path) -> None:
     """``report.json``, ``report.md`` and ``curves.png`` in ``out``."""
     out = Path(out)
     write_json(out / 'report.json', report)
-    lines = [f'# Robustness report: {report.get("method", "")}', '',
-             f'- samples: {report["samples"]}',
-             f'- clean accuracy: ' + ', '.join(f'{k} {v:.4f}' for k, v in report['clean_accuracy_by'].items()),
-             f'- median DeepFool L2 norm: {report.get("median_deepfool_l2", float("nan")):.4f}', '',
-             '| attack | unit | AUC (torch) | AUC (onnx) | accuracy by budget (torch) |', '|---|---|---|---|---|']
-    for name, c in report['curves'].items():
-        accs = ', '.join(f'{b:g}: {a:.3f}' for b, a in zip(c['budgets'], c['accuracy']['torch']))
-        onnx_auc = c['auc'].get('onnx')
-        lines.append(f'| {name} | {c["unit"]} | {c["auc"]["torch"]:.4f} | '
-                     f'{"-" if onnx_auc is None else f"{onnx_auc:.4f}"} | {accs} |')
-    if 'worst_linf' in report:
-        lines.append(f'| worst Linf | linf | {report["worst_linf"]["auc"]["torch"]:.4f} | - | |')
+    lines = _report_lines(report)
     if 'transfer' in report:
         t = report['transfer']
         lines += ['', f'AEs ({t["attack"]}, `{t["npz"]}`): torch accuracy {t["torch_accuracy"]:.4f}, '
@@ -82,15 +109,18 @@ def write_report(report: Dict, out: Path) -> None:
 
 
 def aer_table(rows: List[Dict]) -> str:
-    """A plain-text table: method, sparsity, clean accuracy, robust AUCs, FLOPs, ORT difference."""
-    attacks = [a for a in ('deepfool', 'fgsm', 'pgd', 'pgd_l2', 'worst_linf') if rows and a in rows[0]['robust_auc']]
-    head = f'{"method":<22}{"sparsity":>9}{"clean":>8}' + ''.join(f'{a:>11}' for a in attacks) + \
-        f'{"nonzero":>10}{"FLOPs":>10}{"|ORT-pt|":>10}'
+    """A plain-text table: method, sparsity, clean accuracy, worst-case AUCs and key points, FLOPs, ORT difference."""
+    norms = list(rows[0]['robust_auc']) if rows else []
+    keys = [(k['norm'], k['budget']) for k in rows[0].get('key_points', [])] if rows else []
+    head = (f'{"method":<22}{"sparsity":>9}{"clean":>8}' + ''.join(f'{"AUC " + n:>10}' for n in norms)
+            + ''.join(f'{f"{n} {b:g}":>11}' for n, b in keys) + f'{"nonzero":>10}{"FLOPs":>10}{"|ORT-pt|":>10}')
     lines = [head, '-' * len(head)]
     for r in rows:
         diff = r.get('onnx_max_abs_diff')
+        kp = {(k['norm'], k['budget']): k['accuracy'] for k in r.get('key_points', [])}
         lines.append(f'{r["method"]:<22}{r["sparsity"]:>9.2f}{r["clean_accuracy"]:>8.4f}'
-                     + ''.join(f'{r["robust_auc"][a]:>11.4f}' for a in attacks)
+                     + ''.join(f'{r["robust_auc"][n]:>10.4f}' for n in norms)
+                     + ''.join(f'{kp.get(k, float("nan")):>11.4f}' for k in keys)
                      + f'{r.get("nonzero_params") or 0:>10}{r.get("flops") or 0:>10}'
                      + (f'{diff:>10.1e}' if diff is not None else f'{"-":>10}'))
     return '\n'.join(lines)
@@ -103,64 +133,66 @@ def _mean_by(rows: List[Dict], key) -> Dict:
     return groups
 
 
-def _default_attack(rows: List[Dict]) -> str:
-    """The AUC ``aer.png`` shows: PGD's when the evaluation ran it, else the first one it has."""
-    aucs = rows[0]['robust_auc']
-    return 'pgd' if 'pgd' in aucs else next(iter(aucs))
-
-
-def plot_aer(rows: List[Dict], path: Path, attack: Optional[str] = None) -> None:
-    """Clean accuracy and robust AUC against sparsity (one line per method, error bars = spread across
-    schedules and seeds), and the accuracy-vs-budget curves at the highest sparsity.
-
-    ``attack`` names the robust AUC shown; by default PGD's when evaluated, else the first attack's."""
+def plot_aer(rows: List[Dict], path: Path) -> None:
+    """Clean accuracy and the worst-case AUC of each norm against sparsity (one line per method, error bars =
+    spread across processes and seeds), and the L2 worst-case curves at the highest sparsity."""
     plt = _plt()
-    attack = attack or _default_attack(rows)
     methods = sorted({r['method'] for r in rows})
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, (title, key) in zip(axes[:2], [('clean accuracy', lambda r: r['clean_accuracy']),
-                                            (f'robust AUC ({attack})', lambda r: r['robust_auc'][attack])]):
+    norms = list(rows[0]['robust_auc'])
+    panels = [('clean accuracy', lambda r: r['clean_accuracy'])] + [
+        (f'worst-case AUC ({n})', lambda r, n=n: r['robust_auc'][n]) for n in norms]
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.2 * (len(panels) + 1), 4))
+    for ax, (title, key) in zip(axes, panels):
         groups = _mean_by(rows, key)
         for m in methods:
             sps = sorted(s for (mm, s) in groups if mm == m)
-            mean = [np.mean(groups[(m, s)]) for s in sps]
-            spread = [np.std(groups[(m, s)]) for s in sps]
-            ax.errorbar(sps, mean, yerr=spread, marker='o', ms=4, capsize=3, label=m)
+            ax.errorbar(sps, [np.mean(groups[(m, s)]) for s in sps], yerr=[np.std(groups[(m, s)]) for s in sps],
+                        marker='o', ms=4, capsize=3, label=m)
         ax.set_xlabel('sparsity')
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
+    _plot_top_curves(axes[-1], rows, methods, 'l2' if 'l2' in norms else norms[0])
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _plot_top_curves(ax, rows: List[Dict], methods: List[str], norm: str) -> None:
     top = max(r['sparsity'] for r in rows)
-    curves = rows[0]['curves']
-    curve = 'deepfool' if 'deepfool' in curves else attack if attack in curves else next(iter(curves))
     for m in methods:
         sel = [r for r in rows if r['method'] == m and r['sparsity'] == top]
         if sel:
-            b = sel[0]['curves'][curve]['budgets']
-            acc = np.mean([r['curves'][curve]['accuracy'] for r in sel], axis=0)
-            axes[2].plot(b, acc, marker='.', label=m)
-    axes[2].set_title(f'{_ATTACK_LABEL.get(curve, curve)} at sparsity {top:g}')
-    axes[2].set_xlabel('budget')
-    axes[2].set_ylabel('accuracy')
-    axes[2].grid(alpha=0.3)
-    axes[2].legend(fontsize=7)
-    fig.tight_layout()
-    save_figure(fig, path)
+            ax.plot(sel[0]['curves'][norm]['budgets'], np.mean([r['curves'][norm]['accuracy'] for r in sel], axis=0),
+                    marker='.', label=m)
+    ax.set_title(f'{_NORM_LABEL.get(norm, norm)} at sparsity {top:g}')
+    ax.set_xlabel(f'budget ({norm})')
+    ax.set_ylabel('robust accuracy')
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def _flat(row: Dict) -> Dict:
+    """A row's nested numbers as flat CSV columns: ``auc_<norm>`` and ``acc_<norm>_<budget>`` (+ ``_lo``/``_hi``)."""
+    flat = {**row, **{f'auc_{n}': v for n, v in row['robust_auc'].items()}}
+    for k in row.get('key_points', []):
+        name = f'acc_{k["norm"]}_{k["budget"]:g}'
+        flat.update({name: k['accuracy'], f'{name}_lo': k['interval'][0], f'{name}_hi': k['interval'][1]})
+    return flat
 
 
 def write_aer(rows: List[Dict], out: Path) -> None:
     """``aer.json`` (one row per run), ``aer.csv`` (flat columns) and ``aer.png``."""
     out = Path(out)
     write_json(out / 'aer.json', rows)
-    attacks = sorted(rows[0]['robust_auc']) if rows else []
-    cols = ['method', 'sparsity', 'process', 'schedule', 'seed', 'clean_accuracy'] + [f'auc_{a}' for a in attacks] + \
+    flats = [_flat(r) for r in rows]
+    numbers = [c for c in (flats[0] if flats else {}) if c.startswith(('auc_', 'acc_'))]
+    cols = ['method', 'sparsity', 'process', 'schedule', 'seed', 'samples', 'clean_accuracy'] + numbers + \
         ['median_deepfool_l2', 'params', 'nonzero_params', 'flops', 'onnx', 'onnx_max_abs_diff', 'onnx_clean_accuracy',
          'prune_seconds']
     text = io.StringIO()
     w = csv.writer(text)
     w.writerow(cols)
-    for r in rows:
-        flat = {**r, **{f'auc_{a}': r['robust_auc'][a] for a in attacks}}
+    for flat in flats:
         w.writerow([flat.get(c) for c in cols])
     write_text(out / 'aer.csv', text.getvalue())
     if rows:

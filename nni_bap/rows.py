@@ -4,14 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict
 
+from .export.quantize import onnx_precision
 from .run_folder import RunFolder
 
 __all__ = ['AER_KEYS', 'aer_row']
 
 #: Keys every aer.json row has (documented in the README).
-AER_KEYS = ('method', 'sparsity', 'process', 'schedule', 'seed', 'clean_accuracy', 'robust_auc', 'median_deepfool_l2', 'params',
-            'nonzero_params', 'flops', 'onnx', 'onnx_max_abs_diff', 'onnx_clean_accuracy', 'onnx_robust_auc',
-            'prune_seconds', 'warnings', 'curves')
+AER_KEYS = ('method', 'sparsity', 'process', 'schedule', 'seed', 'clean_accuracy', 'clean_interval', 'samples',
+            'robust_auc', 'key_points', 'robust_auc_by_attack', 'median_deepfool_l2', 'params', 'nonzero_params',
+            'flops', 'onnx', 'precision', 'onnx_max_abs_diff', 'onnx_clean_accuracy', 'onnx_robust_auc', 'prune_seconds',
+            'warnings', 'curves')
 
 
 def aer_row(run_dir: Path, root: Path, process: str | None = None) -> Dict:
@@ -27,10 +29,13 @@ def aer_row(run_dir: Path, root: Path, process: str | None = None) -> Dict:
     eff = exp.get('efficiency', {})
     row = {'method': info['method'], 'sparsity': info['sparsity'], 'process': process or info['schedule'],
            'schedule': info['schedule'],
-           'seed': info['seed'], 'clean_accuracy': rep['clean_accuracy'], 'robust_auc': rep['robust_auc'],
+           'seed': info['seed'], 'clean_accuracy': rep['clean_accuracy'], 'clean_interval': rep['clean_interval'],
+           'samples': rep['samples'], 'robust_auc': rep['robust_auc'], 'key_points': rep['key_points'],
+           'robust_auc_by_attack': rep['robust_auc_by_attack'],
            'median_deepfool_l2': rep.get('median_deepfool_l2'), 'params': eff.get('params'),
            'nonzero_params': eff.get('nonzero_params'), 'flops': eff.get('flops'),
            'onnx': str((folder / rep['onnx']).relative_to(root)) if exp else None,
+           'precision': onnx_precision(str(folder / rep['onnx'])) if rep.get('onnx') else None,
            'onnx_max_abs_diff': exp.get('onnx_max_abs_diff'),
            'onnx_clean_accuracy': rep.get('clean_accuracy_by', {}).get('onnx'),
            'onnx_robust_auc': {k: c['auc'].get('onnx') for k, c in rep['curves'].items()} if exp else None,

@@ -17,7 +17,7 @@ from .atomic import sha256_json, write_json
 from .config import config_hash, parse_method, parse_process, validate_config, with_sparsity
 from .data import DataSplit
 from .dense import dense_model, save_dense_run
-from .jobs import eval_spec, load_data, run_eval, run_export, run_prune
+from .jobs import load_data, run_eval, run_export, run_prune, run_spec
 from .report import write_aer
 from .rows import aer_row
 from .run_folder import RunFolder
@@ -58,7 +58,8 @@ def _ensure_run(folder: RunFolder, cfg: Dict, data: DataSplit, dense: Callable[[
     """
     redo_prune = folder.check_prune(config_hash(cfg)) if resume else 'not resuming'
     redo_export = (redo_prune or folder.check_export()) if export else None
-    redo_eval = redo_prune or redo_export or folder.check_report(sha256_json(eval_spec(cfg)), onnx=export)
+    spec_hash = sha256_json(run_spec(cfg, data.input_shape))
+    redo_eval = redo_prune or redo_export or folder.check_report(spec_hash, onnx=export)
     if resume and redo_eval:
         _logger.info('%s: redone from %s: %s', folder.path, 'prune' if redo_prune else
                      'export' if redo_export else 'eval', redo_eval)

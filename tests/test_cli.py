@@ -58,7 +58,8 @@ def test_prune_export_eval_roundtrip(tmp_path):
     cfg.write_text('model: digits_cnn\ndense_epochs: 2\nepochs: 1\ntotal_times: 2\ntrain_limit: 256\n'
                    'test_limit: 64\nmethod: bap\nbase_pruner: l1\n'
                    'config_list: [{op_types: [Conv2d], sparse_ratio: 0.5}]\n'
-                   'eval: {fgsm: {budgets: [0.0, 0.1]}, pgd: {budgets: [0.0, 0.1], steps: 3}}\n')
+                   'eval: {linf: {budgets: [0.0, 0.1], key_points: [0.1], attacks: {fmn: {steps: 5}, '
+                   'apgd-ce: {steps: 3}}}}\n')
     run = tmp_path / 'run'
     assert main(['--quiet', 'prune', str(cfg), '--out', str(run)]) == 0
     assert main(['--quiet', 'export', str(run)]) == 0
@@ -66,10 +67,32 @@ def test_prune_export_eval_roundtrip(tmp_path):
     assert exp['structured'] and exp['efficiency']['flops'] < 675072
     assert main(['--quiet', 'eval', str(run / 'model.onnx')]) == 0
     rep = json.loads((run / 'report.json').read_text())
-    assert set(rep['curves']['pgd']['accuracy']) == {'torch', 'onnx'}
-    assert rep['curves']['pgd']['accuracy']['torch'] == rep['curves']['pgd']['accuracy']['onnx']
+    assert set(rep['curves']['linf']['accuracy']) == {'torch', 'onnx'}
+    assert rep['curves']['linf']['accuracy']['torch'] == rep['curves']['linf']['accuracy']['onnx']
+    assert [k['budget'] for k in rep['key_points']] == [0.1] and rep['key_points'][0]['n'] == 64
     assert (run / 'report.md').read_text().startswith('# Robustness report') and (run / 'curves.png').exists()
     assert rep['latency']['batch_64']['median_ms'] > 0 and 0 <= rep['transfer']['onnx_accuracy'] <= 1
     kernels = rep['kernels_batch_64']
     assert 'Conv' in kernels[0]['op'] and [k['median_us'] for k in kernels] == sorted((k['median_us'] for k in kernels), reverse=True)
     assert kernels[0]['node'] in (run / 'report.md').read_text()
+
+
+def test_export_int8_and_eval_it(tmp_path):
+    """`bap export --int8` writes a validated model.int8.onnx with its robustness re-checked next to fp32;
+    `bap eval` of that file evaluates it, and the aer row says its precision."""
+    from nni_bap.rows import aer_row
+    cfg = tmp_path / 'cfg.yaml'
+    cfg.write_text('model: digits_cnn\ndense_epochs: 10\nepochs: 1\ntotal_times: 2\nmethod: natural\n'
+                   'config_list: [{op_types: [Conv2d, Linear], sparse_ratio: 0.5}]\n'
+                   'eval: {linf: {budgets: [0.0, 0.1], attacks: {fgsm: {}}}}\n')
+    run = tmp_path / 'run'
+    assert main(['--quiet', 'prune', str(cfg), '--out', str(run)]) == 0
+    assert main(['--quiet', 'export', str(run), '--int8']) == 0
+    q = json.loads((run / 'export.json').read_text())['int8']
+    assert q['onnx'] == 'model.int8.onnx' and (run / 'model.int8.onnx').stat().st_size < (run / 'model.onnx').stat().st_size
+    assert q['agreement'] >= 0.99 and abs(q['fp32_accuracy'] - q['int8_accuracy']) <= 0.01
+    assert 'transfer' in q['robustness']['note'] and len(q['robustness']['rows']) == 3
+    assert main(['--quiet', 'eval', str(run / 'model.int8.onnx')]) == 0
+    rep = json.loads((run / 'report.json').read_text())
+    assert rep['onnx'] == 'model.int8.onnx' and rep['clean_accuracy_by']['onnx'] == pytest.approx(q['int8_accuracy'])
+    assert aer_row(run, tmp_path)['precision'] == 'int8'

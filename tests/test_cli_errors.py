@@ -12,7 +12,7 @@ from nni_bap.cli import main
 
 TINY = {'model': 'digits_cnn', 'dense_epochs': 1, 'epochs': 1, 'total_times': 2, 'train_limit': 128, 'test_limit': 32,
         'method': 'natural', 'config_list': [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.5}],
-        'eval': {'fgsm': {'budgets': [0.0, 0.1]}}}
+        'eval': {'linf': {'budgets': [0.0, 0.1], 'attacks': {'fgsm': {}}}}}
 
 
 def _write(tmp_path: Path, cfg, name='cfg.json') -> Path:
@@ -132,7 +132,7 @@ def test_eval_of_an_onnx_file_evaluates_that_file(run_dir, tmp_path, capsys):
     (run / 'model.onnx').unlink()
     assert main(['--quiet', 'eval', str(run / 'other.onnx')]) == 0
     rep = json.loads((run / 'report.json').read_text())
-    assert rep['onnx'] == 'other.onnx' and set(rep['curves']['fgsm']['accuracy']) == {'torch', 'onnx'}
+    assert rep['onnx'] == 'other.onnx' and set(rep['curves']['linf']['accuracy']) == {'torch', 'onnx'}
     # an ONNX file exported from another model is refused
     other = tmp_path / 'other'
     cfg = _write(tmp_path, {**TINY, 'seed': 1})

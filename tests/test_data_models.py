@@ -3,10 +3,13 @@ import hashlib
 import pickle
 import struct
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from nni_bap.config import ConfigError, load_config, validate_config
 from nni_bap.data import DATASETS, DataError, load_cifar10, load_dataset, load_mnist, read_idx
 from nni_bap.models import MODELS, build_model
 
@@ -63,15 +66,38 @@ def test_bad_files_are_named(tmp_path):
         load_dataset('imagenet')
 
 
-def test_cifar10_batches(tmp_path):
+def _write_cifar(folder, rows=4):
+    """A CIFAR-10 python-batch folder in the real format (pickled dicts, b'data' uint8 N x 3072, b'labels')."""
     rng = np.random.default_rng(0)
     for name in [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']:
-        with open(tmp_path / name, 'wb') as fh:
-            pickle.dump({b'data': rng.integers(0, 256, (4, 3072)).astype(np.uint8),
-                         b'labels': list(rng.integers(0, 10, 4))}, fh)
+        with open(folder / name, 'wb') as fh:
+            pickle.dump({b'data': rng.integers(0, 256, (rows, 3072)).astype(np.uint8),
+                         b'labels': list(rng.integers(0, 10, rows))}, fh)
+
+
+def test_cifar10_batches(tmp_path):
+    _write_cifar(tmp_path)
     c = load_cifar10(str(tmp_path))
     assert c.x_train.shape == (20, 3, 32, 32) and c.x_test.shape == (4, 3, 32, 32)
     assert 'cifar10' in DATASETS
+
+
+def test_cifar10_resnet_example_config(tmp_path):
+    """examples/configs/cifar10_resnet.yaml validates once data_dir points at a CIFAR-10 folder; its placeholder
+    path does not exist here, and validation says so."""
+    path = Path(__file__).resolve().parents[1] / 'examples' / 'configs' / 'cifar10_resnet.yaml'
+    raw = load_config(str(path))
+    if not (path.parent / raw['data_dir']).exists():
+        with pytest.raises(ConfigError, match='data folder .*cifar-10-batches-py does not exist'):
+            validate_config(raw, base_dir=path.parent)
+    _write_cifar(tmp_path)
+    cfg = validate_config({**raw, 'data_dir': str(tmp_path)}, base_dir=path.parent)
+    assert (cfg['model'], cfg['dataset'], cfg['base_pruner']) == ('resnet_small', 'cifar10', 'l1')
+    assert cfg['data_dir'] == str(tmp_path.resolve())
+    assert cfg['config_list'] == [{'op_types': ['Conv2d'], 'sparse_ratio': 0.5}]
+    data = load_dataset(cfg['dataset'], cfg['data_dir'])
+    assert data.input_shape == (3, 32, 32)
+    assert build_model(cfg['model'], 3, 10, 32)(data.x_test).shape == (4, 10)
 
 
 SHAPES = {'lenet5': (1, 28), 'digits_cnn': (1, 8), 'resnet_small': (3, 32)}

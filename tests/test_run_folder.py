@@ -19,7 +19,7 @@ from nni_bap.run_folder import RunFolder
 
 TINY = {'model': 'digits_cnn', 'dense_epochs': 1, 'epochs': 1, 'total_times': 2, 'train_limit': 128, 'test_limit': 32,
         'method': 'natural', 'config_list': [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.5}],
-        'eval': {'fgsm': {'budgets': [0.0, 0.1]}}}
+        'eval': {'linf': {'budgets': [0.0, 0.1], 'attacks': {'fgsm': {}}}}}
 
 
 def _config(tmp_path: Path, **changes) -> Path:

@@ -1,10 +1,10 @@
 """Typed errors of the exporter: each names what failed."""
 from __future__ import annotations
 
-from typing import List
+from typing import Dict, List, Optional
 
 __all__ = ['CorruptModelError', 'ExportError', 'InputShapeError', 'InputValueError', 'OnnxParityError',
-           'SpeedupParityError']
+           'QuantizationError', 'SpeedupParityError']
 
 
 class ExportError(RuntimeError):
@@ -34,3 +34,14 @@ class InputValueError(ExportError, ValueError):
 class CorruptModelError(ExportError):
     """An ``.onnx`` file cannot be loaded, does not pass the ONNX checker, or is not a classifier with one
     input and one ``(batch, classes)`` output."""
+
+
+class QuantizationError(ExportError):
+    """An int8 model was not written: too few calibration inputs, or it disagrees with the fp32 model.
+
+    :attr:`measured` holds what was measured before the refusal (agreement, accuracies), if anything.
+    """
+
+    def __init__(self, message: str, measured: Optional[Dict[str, float]] = None):
+        self.measured = dict(measured or {})
+        super().__init__(message)

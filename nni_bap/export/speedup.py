@@ -8,7 +8,8 @@ whole model is put back in eval mode afterwards (ModelSpeedup leaves submodules 
 A channel whose convolution is masked still carries its BatchNorm shift in the masked model;
 once the channel is removed that constant is gone. The parity reference is therefore the masked
 model with those BatchNorm channels zeroed too (the *channel-consistent* model); how far that is
-from the plain masked model is reported as ``bn_drift``.
+from the plain masked model is reported as ``bn_drift``; it is zero by construction when the model was
+pruned with :func:`nni_bap.channel_mask.install_channel_masks` installed.
 """
 from __future__ import annotations
 
@@ -59,27 +60,36 @@ def is_structured(masks: Masks) -> bool:
 
 
 def structured_dependency_config(model: nn.Module, config_list):
-    """NNI's dependency groups, so residual adds prune the same channels (needs tensorboard importable)."""
+    """``config_list`` with NNI dependency-group ids, so that layers meeting in residual adds prune the same channels.
+
+    NNI's ``auto_set_denpendency_group_ids`` (needs tensorboard importable) gives one entry per layer; its
+    ``dependency_group_id`` values are replaced by :func:`nni_bap.channel_mask.channel_groups`, which
+    follows chains of residual adds (NNI's own detection stops at the first ``add`` without shape
+    propagation, so a second block's ``conv2`` would prune other channels than its stage).
+    """
     from nni.compression.speedup.dependency import auto_set_denpendency_group_ids
-    return auto_set_denpendency_group_ids(symbolic_trace(model), copy.deepcopy(config_list))
+    from ..channel_mask import channel_groups
+    graph = symbolic_trace(model)
+    entries = auto_set_denpendency_group_ids(graph, copy.deepcopy(config_list))
+    ids = {name: f'channels-{i}' for i, group in enumerate(channel_groups(model, graph)) for name in group}
+    for entry in entries:
+        entry.pop('dependency_group_id', None)
+        name = entry['op_names'][0]
+        if name in ids:
+            entry['dependency_group_id'] = ids[name]
+    return entries
 
 
-@torch.no_grad()
 def channel_consistent(model: nn.Module, masks: Masks) -> nn.Module:
-    """A copy of ``model`` with masks applied and the BatchNorm channels after removed channels zeroed."""
+    """A copy of ``model`` with masks applied and the BatchNorm channels that ModelSpeedup removes zeroed.
+
+    A BatchNorm channel is zeroed when every layer of its source's NNI channel-dependency group masks it
+    (:func:`nni_bap.channel_mask.apply_channel_masks`): a channel that one branch of a residual add still
+    uses is kept by ModelSpeedup, shift included.
+    """
+    from ..channel_mask import apply_channel_masks
     ref = apply_masks(copy.deepcopy(model), masks)
-    modules = dict(ref.named_modules())
-    for node in symbolic_trace(ref).graph.nodes:
-        if node.op != 'call_module' or node.target not in masks or masks[node.target].get('weight') is None:
-            continue
-        w = masks[node.target]['weight']
-        dead = (w.reshape(w.shape[0], -1) == 0).all(1)
-        for user in node.users:
-            bn = modules.get(user.target) if user.op == 'call_module' else None
-            if isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.num_features == dead.numel():
-                if bn.weight is not None:
-                    bn.weight[dead] = 0.0
-                    bn.bias[dead] = 0.0
+    apply_channel_masks(ref, masks)
     return ref.eval()
 
 
