@@ -125,10 +125,23 @@ def load_config(path: str) -> Dict[str, Any]:
     return data
 
 
+def _loader():
+    """PyYAML's safe loader, also reading ``1e-3`` and ``1.0e30`` as numbers (YAML 1.2; 1.1 wants ``1.0e-3``)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+    Loader.add_implicit_resolver('tag:yaml.org,2002:float', _FLOAT, list('-+0123456789.'))
+    return Loader
+
+
+_FLOAT = re.compile(r'^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$')
+
+
 def _yaml(text: str) -> Any:
     import yaml
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_loader())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f'line {mark.line + 1}, column {mark.column + 1}' if mark else 'somewhere'
@@ -235,9 +248,11 @@ def check_method_settings(family: str, args: Dict[str, Any]) -> None:
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w <= 1:
         raise ConfigError(f'{family}: adv_weight must be in [0, 1], got {w!r}')
     a.pop('log_interval', None)
+    from .attacks.base import check_count
     from .generators import BlindGenerator, UniformGenerator
     try:
         if family == 'bap':
+            check_count('attack_steps', a.get('attack_steps', 5))
             BlindGenerator(**{('steps' if k == 'attack_steps' else k): v for k, v in a.items()})
         else:
             UniformGenerator(**a)

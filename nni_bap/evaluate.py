@@ -166,7 +166,7 @@ def sanity_checks(report: Dict) -> List[str]:
             df = cut[report['curves'][kp['norm']]['budgets'].index(kp['budget'])]
             if df > kp['accuracy'] + DEEPFOOL_GAP:
                 warnings.append(f'DeepFool cut to {kp["norm"]} {kp["budget"]:g} gives {df:.3f}, the worst case '
-                                f'{kp["accuracy"]:.3f}: robustness specific to DeepFool')
+                                f'{kp["accuracy"]:.3f}: DeepFool alone overstates robustness here')
     huge = report.get('huge_eps_accuracy')
     if huge is not None and huge > 0.1:
         warnings.append(f'robust accuracy {huge:.3f} at a huge Linf budget: attacks may be masked')

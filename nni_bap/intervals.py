@@ -15,4 +15,6 @@ def wilson(successes: int, n: int, z: float = 1.959964) -> Tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    lo = 0.0 if successes == 0 else min(p, max(0.0, centre - half))  # exact at the ends despite rounding
+    hi = 1.0 if successes == n else max(p, min(1.0, centre + half))
+    return lo, hi

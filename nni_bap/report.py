@@ -87,9 +87,9 @@ def _report_lines(report: Dict) -> List[str]:
 
 
 def write_report(report: Dict, out: Path) -> None:
-    """``report.json``, ``report.md`` and ``curves.png`` in ``out``."""
+    """``curves.png``, ``report.md`` and last ``report.json`` (whose presence marks a finished report) in ``out``."""
     out = Path(out)
-    write_json(out / 'report.json', report)
+    plot_curves(report, out / 'curves.png')
     lines = _report_lines(report)
     if 'transfer' in report:
         t = report['transfer']
@@ -105,7 +105,7 @@ def write_report(report: Dict, out: Path) -> None:
     lines += [f'- WARNING: {w}' for w in report['warnings']] or ['- none flagged']
     lines += ['', '![curves](curves.png)', '']
     write_text(out / 'report.md', '\n'.join(lines))
-    plot_curves(report, out / 'curves.png')
+    write_json(out / 'report.json', report)
 
 
 def aer_table(rows: List[Dict]) -> str:

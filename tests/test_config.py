@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from nni_bap.config import (BASE_PRUNER_NAMES, METHOD_NAMES, METHOD_SETTINGS, ConfigError, config_hash, parse_method,
+from nni_bap.config import (BASE_PRUNER_NAMES, METHOD_NAMES, METHOD_SETTINGS, ConfigError, config_hash, load_config,
+                            parse_method,
                             parse_process, validate_config, with_sparsity)
 from nni_bap.methods import BASE_PRUNERS, METHODS
 
@@ -89,3 +90,12 @@ def test_config_hash_ignores_eval_and_key_order():
     b = validate_config({'epochs': 3})
     assert config_hash(a) == config_hash(dict(reversed(list(b.items()))))
     assert config_hash(a) != config_hash(validate_config({'epochs': 4}))
+
+
+def test_yaml_reads_exponent_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads `lr: 1e-3` as a string; configs are read as YAML 1.2 numbers."""
+    path = tmp_path / 'c.yaml'
+    path.write_text('lr: 1e-3\nschedule_fraction: 5E-1\nmodel: digits_cnn\nbap: {cutoff: 2.5e+0}\nseed: 3\n')
+    cfg = validate_config(load_config(str(path)))
+    assert cfg['lr'] == 0.001 and cfg['schedule_fraction'] == 0.5 and cfg['bap']['cutoff'] == 2.5 and cfg['seed'] == 3
+    assert cfg['model'] == 'digits_cnn'

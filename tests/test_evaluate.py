@@ -126,3 +126,10 @@ def test_default_spec_scales_l2_with_input_size():
 def test_bad_specs_are_refused(spec, message):
     with pytest.raises(ValueError, match=message):
         validate_spec(spec)
+
+
+def test_wilson_interval_is_exact_at_the_ends_and_contains_the_estimate():
+    for k, n in ((0, 2000), (2000, 2000), (1, 3), (7, 2000)):
+        lo, hi = wilson(k, n)
+        assert 0.0 <= lo <= k / n <= hi <= 1.0
+    assert wilson(0, 2000)[0] == 0.0 and wilson(2000, 2000)[1] == 1.0
