@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import statistics
-import time
 from pathlib import Path
 from typing import Callable, Dict, Tuple
 
@@ -12,6 +10,7 @@ from torch import nn
 
 from nni_bap.data import DataSplit, load_digits, load_mnist
 from nni_bap.models import build_model
+from nni_bap.timing import alternating_ms
 
 MNIST_DIR = Path(os.environ.get('BAP_MNIST_DIR', Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data' / 'mnist'))
 
@@ -38,16 +37,8 @@ def trained_lenet(d: DataSplit, epochs: int = 3, seed: int = 0) -> nn.Module:
 
 def paired(a: Callable[[], object], b: Callable[[], object], reps: int = 7, warmup: int = 2) -> Tuple[float, float]:
     """Median wall times (ms) of ``a`` and ``b``, measured in alternation after warm-up."""
-    for _ in range(warmup):
-        a()
-        b()
-    ta, tb = [], []
-    for _ in range(reps):
-        for fn, acc in ((a, ta), (b, tb)):
-            start = time.perf_counter()
-            fn()
-            acc.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(ta), statistics.median(tb)
+    ms = alternating_ms({'a': a, 'b': b}, reps, warmup)
+    return ms['a'], ms['b']
 
 
 def line(name: str, ratio: float, a_ms: float, b_ms: float, goal: str, ok: bool) -> Dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from nni_bap.data import DataSplit, load_cifar10
 from nni_bap.export import OnnxClassifier, QuantizationError, export_onnx, quantize_int8
 from nni_bap.export.speedup import structured_dependency_config
 from nni_bap.models import SmallResNet
+from nni_bap.timing import alternating_ms
 from nni_bap.training import accuracy, train
 
 from .common import info, line
@@ -89,20 +89,6 @@ def _prune(model: nn.Module, plan: str, blocks: int, finetune: DataSplit = None,
     return finalize(pruner).eval(), masks
 
 
-def _alternating(fns: Dict[str, Callable[[], object]], reps: int, warmup: int = 5) -> Dict[str, float]:
-    """Median wall time (ms) of each function, run in alternating rounds after warm-up."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: Dict[str, List[float]] = {k: [] for k in fns}
-    for _ in range(reps):
-        for k, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[k].append((time.perf_counter() - start) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def _runner(path: str, x) -> Callable[[], object]:
     clf = OnnxClassifier(path, threads=THREADS)
     feed = {clf.input_name: x}
@@ -111,8 +97,8 @@ def _runner(path: str, x) -> Callable[[], object]:
 
 def latencies(paths: Dict[str, str], x64, reps64: int = 40, reps1: int = 400) -> Dict[str, Dict[str, float]]:
     """``{'b1': {label: ms}, 'b64': {...}}`` for every model, measured in alternation."""
-    return {'b1': _alternating({k: _runner(p, x64[:1]) for k, p in paths.items()}, reps1),
-            'b64': _alternating({k: _runner(p, x64) for k, p in paths.items()}, reps64)}
+    return {'b1': alternating_ms({k: _runner(p, x64[:1]) for k, p in paths.items()}, reps1),
+            'b64': alternating_ms({k: _runner(p, x64) for k, p in paths.items()}, reps64)}
 
 
 def train_resnet(d: DataSplit, blocks: int = 1, epochs: int = 1, seed: int = 0) -> nn.Module:

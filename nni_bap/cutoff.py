@@ -55,13 +55,18 @@ def check_scale(scale: float) -> float:
 
 
 def resolve_cutoff(norms: Tensor, cutoff: Cutoff) -> Tensor:
-    """The cutoff for a batch, a 0-d tensor: ``'adaptive'`` is the batch mean of ``norms``, a number is
-    itself, ``None`` is infinity (no cut)."""
+    """The cutoff for a batch, a 0-d tensor.
+
+    ``'adaptive'`` is the mean of the norms that are positive: samples that needed no perturbation
+    (misclassified already, ``eta = 0``) do not pull the radius down; with no positive norm it is 0.
+    A number is itself, ``None`` is infinity (no cut).
+    """
     cutoff = check_cutoff(cutoff)
     if cutoff is None:
         return torch.tensor(math.inf, dtype=norms.dtype, device=norms.device)
     if cutoff == 'adaptive':
-        return norms.mean() if norms.numel() else torch.tensor(0.0, dtype=norms.dtype, device=norms.device)
+        moved = norms[norms > 0]
+        return moved.mean() if moved.numel() else torch.zeros((), dtype=norms.dtype, device=norms.device)
     return torch.tensor(cutoff, dtype=norms.dtype, device=norms.device)
 
 
@@ -77,7 +82,8 @@ def cutoff_scale(eta: Tensor, cutoff: Cutoff = 'adaptive', scale: float = 1.0,
     eta
         Per-example perturbations, batch first (e.g. DeepFool's minimal ones).
     cutoff
-        A number, ``'adaptive'`` (batch mean of the norms) or ``None`` (no cut); see :func:`check_cutoff`.
+        A number, ``'adaptive'`` (mean of the positive norms, see :func:`resolve_cutoff`) or ``None``
+        (no cut); see :func:`check_cutoff`.
     scale
         Rho, > 0: ``< 1`` stays just before the boundary, ``> 1`` goes just past it.
     norm

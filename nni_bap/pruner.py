@@ -6,9 +6,11 @@ share everything but the AE generator. Both wrap a base NNI pruner exactly like 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+import torch
 from torch import Tensor, nn
 
 from nni.compression.base.compressor import Pruner
@@ -20,7 +22,7 @@ from .cutoff import Cutoff
 from .generators import BlindGenerator, UniformGenerator
 from .schedule import SCHEDULES, schedule_ratio
 
-__all__ = ['AdversarialPruner', 'BAPPruner', 'current_sparsity']
+__all__ = ['AdversarialPruner', 'BAPPruner', 'current_sparsity', 'fused_adversarial_loss', 'per_part_batch_norm']
 
 _logger = logging.getLogger(__name__)
 
@@ -37,6 +39,61 @@ def current_sparsity(target_spaces) -> float:
             if space.mask is not None:
                 zeros += int((space.mask == 0).sum())
     return zeros / total if total else 0.0
+
+
+def _per_chunk(forward, parts: int):
+    def chunked(inp: Tensor) -> Tensor:
+        return torch.cat([forward(c) for c in inp.chunk(parts)])
+    return chunked
+
+
+@contextlib.contextmanager
+def per_part_batch_norm(model: nn.Module, parts: int) -> Iterator[None]:
+    """Within the block, every BatchNorm of ``model`` in training mode normalises each of ``parts`` equal
+    chunks of its batch with that chunk's own statistics, updating its running statistics chunk after
+    chunk: a forward pass over ``cat([a, b])`` then behaves exactly like one over ``a`` followed by one over
+    ``b``. A forward already replaced on the instance (NNI's wrappers) is kept and called per chunk.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    saved = [(m, m.__dict__.get('forward')) for m in bns]
+    for m in bns:
+        m.forward = _per_chunk(m.forward, parts)
+    try:
+        yield
+    finally:
+        for m, old in saved:
+            if old is None:
+                del m.forward
+            else:
+                m.forward = old
+
+
+def fused_adversarial_loss(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor,
+                           adv_weight: float = 0.5) -> Tuple[Tensor, Tensor]:
+    """``(1 - w) * CE(model(x), y) + w * CE(model(x_adv), y)`` in one forward pass over ``cat([x, x_adv])``.
+
+    For training loops of one's own (NNI's ``patch_loss`` hands the pruners a clean loss already computed,
+    so they cannot fuse). BatchNorm layers in training mode see the clean and the adversarial half
+    separately (:func:`per_part_batch_norm`), so loss, gradients and running statistics equal two passes.
+
+    Returns
+    -------
+    tuple
+        The loss and the logits of both halves, ``(2n, classes)``.
+    """
+    with per_part_batch_norm(model, 2):
+        logits = model(torch.cat([x, x_adv]))
+    n = x.shape[0]
+    clean = nn.functional.cross_entropy(logits[:n], y)
+    adv = nn.functional.cross_entropy(logits[n:], y)
+    return (1 - adv_weight) * clean + adv_weight * adv, logits
+
+
+def _batch_index(batch: Any) -> Any:
+    """The dataset indices of a batch ``(inputs, labels, index, ...)`` or ``{'x', 'y', 'index'}``; None if absent."""
+    if isinstance(batch, (list, tuple)):
+        return batch[2] if len(batch) >= 3 else None
+    return batch.get('index') if isinstance(batch, dict) else None
 
 
 def _split_batch(batch: Any) -> Tuple[Tensor, Tensor]:
@@ -83,7 +140,10 @@ class _AdversarialComboPruner(ComboPruner):
         model: nn.Module = self.evaluator.model
         x, y = _split_batch(batch)
         check_inputs(x, self.generator.clip_min, self.generator.clip_max)
-        x_adv, stats = self.generator(model, x, y)
+        if getattr(self.generator, 'warm_start', False):
+            x_adv, stats = self.generator(model, x, y, index=_batch_index(batch))
+        else:
+            x_adv, stats = self.generator(model, x, y)
         logits = model(x_adv)
         adv_loss = nn.functional.cross_entropy(logits, y)
         stats.update(step=float(len(self.statistics) + 1), ae_error=float((logits.argmax(1) != y).float().mean()),
@@ -130,18 +190,19 @@ class BAPPruner(_AdversarialComboPruner):
     schedule
         ``'agp'`` (polynomial decay) or ``'linear'``.
     cutoff
-        The cut radius: ``'adaptive'`` (batch mean of the DeepFool norms), a number >= 0, or ``None``
-        (no cut).
+        The cut radius: ``'adaptive'`` (mean DeepFool norm over the samples it had to perturb: those
+        misclassified already are left out), a number >= 0, or ``None`` (no cut).
     scale
         Rho, > 0: the cut perturbation is multiplied by it.
     attack_steps
-        DeepFool iterations, >= 1.
+        DeepFool iterations, >= 1. The default 2 (samples that crossed drop out after their first)
+        with ``candidates=2`` prices a BAP step at about 1.4 FGSM-RS steps, with robustness within
+        the seeds' noise of the previous default (5 iterations, 3 candidates; ``benchmarks/bap_parity.py``).
     overshoot
         DeepFool overshoot, >= 0.
     candidates
-        Classes DeepFool considers (top-k, label included); ``None`` means all. The default 3
-        (label and two strongest rivals) costs about a third of all ten classes per step with
-        robustness within noise of the all-class version (see ``benchmarks/RESULTS.md``).
+        Classes DeepFool considers (top-k, label included); ``None`` means all. The default 2 (the
+        label and its strongest rival) needs one backward pass per iteration.
     adv_weight
         Weight of the AE loss.
     norm
@@ -150,30 +211,38 @@ class BAPPruner(_AdversarialComboPruner):
         Valid input range: every training batch must lie in it (normalise inside the model).
     log_interval
         Log the running statistics every this many steps (0: never).
+    warm_start
+        Begin each sample's DeepFool from its perturbation of the previous epoch (kept by dataset
+        index). The data loader must yield ``(inputs, labels, index)`` (or dicts with ``x``, ``y``,
+        ``index``); a plain ``TensorDataset`` of ``(x, y)`` cannot, and the first step says so.
 
     Raises
     ------
     ValueError
         At construction, for any setting out of range (naming it); at a training step, for a batch
         outside ``[clip_min, clip_max]`` or not finite.
+    TypeError
+        At a training step with ``warm_start``, for a batch without dataset indices.
 
     Attributes
     ----------
     statistics
         One dict per training step: AE norms before (``norm_*``) and after (``cut_norm_*``) the
-        cut, ``cutoff`` (the radius used), ``ae_error`` (fraction of AEs misclassified), ``sparsity``,
-        losses.
+        cut, ``cutoff`` (the radius used), ``perturbed`` (fraction of samples DeepFool had to move:
+        the adaptive cutoff is the mean norm over these), ``ae_error`` (fraction of AEs misclassified),
+        ``sparsity``, losses.
     """
 
     def __init__(self, pruner: Pruner, interval_steps: int, total_times: int, evaluator: Evaluator | None = None,
-                 *, schedule: str = 'agp', cutoff: Cutoff = 'adaptive', scale: float = 1.0, attack_steps: int = 5,
-                 overshoot: float = 0.02, candidates: Optional[int] = 3, adv_weight: float = 0.5,
+                 *, schedule: str = 'agp', cutoff: Cutoff = 'adaptive', scale: float = 1.0, attack_steps: int = 2,
+                 overshoot: float = 0.02, candidates: Optional[int] = 2, adv_weight: float = 0.5,
                  norm: str = 'l2', clip_min: Optional[float] = 0.0, clip_max: Optional[float] = 1.0,
-                 log_interval: int = 50):
+                 log_interval: int = 50, warm_start: bool = False):
         # the generator checks every setting; attack_steps is checked here so that the error names it
         steps = check_count('attack_steps', attack_steps)
         self.generator = BlindGenerator(steps=steps, overshoot=overshoot, candidates=candidates, cutoff=cutoff,
-                                        scale=scale, norm=norm, clip_min=clip_min, clip_max=clip_max)
+                                        scale=scale, norm=norm, clip_min=clip_min, clip_max=clip_max,
+                                        warm_start=warm_start)
         super().__init__(pruner, interval_steps, total_times, evaluator, schedule=schedule,
                          adv_weight=adv_weight, log_interval=log_interval)
 
@@ -192,7 +261,10 @@ class AdversarialPruner(_AdversarialComboPruner):
     eps
         The uniform budget, > 0.
     steps, alpha, random_start
-        PGD's settings: ``steps >= 1``, ``alpha > 0`` or ``None``.
+        The attack's settings (see :class:`~nni_bap.generators.UniformGenerator`): ``steps >= 1``,
+        ``alpha > 0`` or ``None``. ``attack='fgsm'`` with ``random_start=True`` (default) is FGSM-RS
+        (Wong et al. 2020: uniform start in the ball, one step of ``1.25 * eps``, projected);
+        ``random_start=False`` is plain FGSM.
     """
 
     def __init__(self, pruner: Pruner, interval_steps: int, total_times: int, evaluator: Evaluator | None = None,

@@ -63,14 +63,18 @@ def test_config_validation_does_not_import_nni():
     assert out.stdout.strip() == '[]'
 
 
+#: Pruner settings a config cannot use: ``warm_start`` needs batches of (x, y, index), which the CLI's data do not give.
+API_ONLY = {'warm_start'}
+
+
 def test_name_tables_agree():
     """The config's names are the keys of the tables that build the pruners, and each family's settings are
-    exactly the keyword arguments its pruner takes (``schedule`` is set by the runner)."""
+    exactly the keyword arguments its pruner takes (``schedule`` is set by the runner), except the API-only ones."""
     assert tuple(METHODS) == METHOD_NAMES and tuple(BASE_PRUNERS) == BASE_PRUNER_NAMES
     for family in ('adversarial', 'bap'):
         params = set(inspect.signature(METHODS[family].__init__).parameters)
         assert set(METHOD_SETTINGS[family]) == params - {'self', 'pruner', 'interval_steps', 'total_times',
-                                                         'evaluator', 'schedule'}
+                                                         'evaluator', 'schedule'} - API_ONLY
 
 
 def test_exclude_entries_and_bad_config_lists():

@@ -49,7 +49,9 @@ def test_bap_statistics_record_the_cut(dense_digits, digits):
     pruner = BAPPruner(base, interval_steps=2, total_times=2, cutoff='adaptive', scale=0.9, log_interval=0)
     pruner.compress(max_steps=6, max_epochs=None)
     for s in pruner.statistics:
-        assert s['cutoff'] == pytest.approx(s['norm_mean'], rel=1e-5)
+        # the adaptive cutoff is the mean over the perturbed samples only (eta = 0 ones left out)
+        assert 0 < s['perturbed'] <= 1
+        assert s['cutoff'] == pytest.approx(s['norm_mean'] / s['perturbed'], rel=1e-5)
         assert s['cut_norm_p90'] <= 0.9 * s['cutoff'] + 1e-4
         assert 'delta' not in s
         assert s['cut_norm_mean'] < s['norm_mean']

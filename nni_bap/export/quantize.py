@@ -15,15 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
 from ..atomic import atomic_path
+from ..timing import alternating_ms
 from .errors import QuantizationError
 from .runtime import OnnxClassifier
 
@@ -159,20 +159,6 @@ def quantize_int8(onnx_path: str, out_path: str, calibration_inputs: np.ndarray,
     return result
 
 
-def _paired_ms(fns: Dict[str, Callable[[], object]], repeats: int, warmup: int = 5) -> Dict[str, float]:
-    """Median wall time (ms) of each function, the functions run in alternation after warm-up."""
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    times: Dict[str, List[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[k].append((time.perf_counter() - start) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def int8_latency(fp32_path: str, int8_path: str, batches: Sequence[int] = (1, 64), threads: int = 1,
                  x: Optional[np.ndarray] = None, budget_s: float = 2.0) -> Dict[str, Dict[str, float]]:
     """fp32 and int8 onnxruntime latency (median ms, alternating runs) per batch size: ``{'b64': {...}}``."""
@@ -185,7 +171,7 @@ def int8_latency(fp32_path: str, int8_path: str, batches: Sequence[int] = (1, 64
         for fn in fns.values():
             fn()
         once = max(time.perf_counter() - start, 1e-6)
-        ms = _paired_ms(fns, repeats=int(min(max(budget_s / once, 10), 500)))
+        ms = alternating_ms(fns, repeats=int(min(max(budget_s / once, 10), 500)))
         out[f'b{int(b)}'] = {**ms, 'int8_speedup': ms['fp32'] / ms['int8']}
     return out
 
