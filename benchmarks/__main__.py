@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from . import bap_step, deepfool_batched, onnx_latency, resnet_latency, robustness
+from . import bap_step, deepfool_batched, evaluation, onnx_latency, resnet_latency, robustness
 from .common import data, trained_lenet
 
 
@@ -25,7 +25,7 @@ def main() -> int:
     model = trained_lenet(d)
     print(f'# nni-bap benchmarks on {d.name} with LeNet-5 (torch threads {torch.get_num_threads()})', flush=True)
     results = []
-    for module in (bap_step, deepfool_batched, onnx_latency, resnet_latency, robustness):
+    for module in (bap_step, deepfool_batched, evaluation, onnx_latency, resnet_latency, robustness):
         torch.set_num_threads(os.cpu_count() or 1)
         results += module.run(model, d)
     seconds = time.perf_counter() - start
