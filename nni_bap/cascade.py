@@ -48,8 +48,8 @@ class Cascade:
                  batch_size: int = 500):
         self.model, self.x, self.y, self.norm = model, x, y, norm
         self.classifiers, self.batch_size = classifiers, batch_size
-        yn = y.numpy()
-        self.broken = {c: np.where(f(x.numpy()) == yn, np.inf, 0.0) for c, f in classifiers.items()}
+        yn = y.cpu().numpy()
+        self.broken = {c: np.where(f(x.cpu().numpy()) == yn, np.inf, 0.0) for c, f in classifiers.items()}
         self.eta = torch.zeros_like(x)
         self.log: List[Dict] = []
 
@@ -59,18 +59,18 @@ class Cascade:
 
     def _witness(self, idx: np.ndarray, x_adv: Tensor, at: np.ndarray) -> np.ndarray:
         """Record the adversarial inputs among ``x_adv`` (samples ``idx``) at norms ``at``; torch's verdict back."""
-        yn = self.y.numpy()[idx]
+        yn = self.y.cpu().numpy()[idx]
         if len(idx) == 0:
             return np.zeros(0, dtype=bool)
         torch_wrong = None
         for c, f in self.classifiers.items():
-            wrong = f(x_adv.numpy()) != yn
+            wrong = f(x_adv.detach().cpu().numpy()) != yn
             self.broken[c][idx[wrong]] = np.minimum(self.broken[c][idx[wrong]], at[wrong])
             torch_wrong = wrong if c == 'torch' else torch_wrong
         return torch_wrong
 
     def _batched(self, fn: Callable[[Tensor, Tensor], Tensor], idx: np.ndarray) -> Tensor:
-        t = torch.from_numpy(idx)
+        t = torch.from_numpy(idx).to(self.x.device)
         return torch.cat([fn(self.x[t[i:i + self.batch_size]], self.y[t[i:i + self.batch_size]])
                           for i in range(0, len(idx), self.batch_size)]) if len(idx) else self.x[:0]
 
@@ -83,10 +83,10 @@ class Cascade:
         start = time.perf_counter()
         idx = np.flatnonzero(self.broken['torch'] > 0)
         x_adv = self._batched(lambda a, b: attack.attack(a, b).x_adv, idx)
-        t = torch.from_numpy(idx)
+        t = torch.from_numpy(idx).to(self.x.device)
         self.eta = torch.zeros_like(self.x)
         self.eta[t] = x_adv - self.x[t]
-        at = flat_norm(self.eta[t], self.norm).double().numpy()
+        at = flat_norm(self.eta[t], self.norm).double().cpu().numpy()
         wrong = self._witness(idx, x_adv, at)
         own = np.where(self.broken['torch'] > 0, np.inf, 0.0)
         own[idx[wrong]] = at[wrong]

@@ -76,12 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     pr = sub.add_parser('prune', help='train or load the dense model, prune it, save weights, masks and statistics')
     pr.add_argument('config')
     pr.add_argument('--out', required=True)
+    pr.add_argument('--resume', action='store_true', help='reuse a finished run in --out, or continue an interrupted '
+                    'one from its checkpoint.pt')
+    _device_option(pr)
     ex = sub.add_parser('export', help='speed up, convert to ONNX and validate a run')
     ex.add_argument('run_dir')
     ex.add_argument('--int8', action='store_true', help='also write model.int8.onnx (static QDQ int8, validated '
                     'against fp32, robustness re-checked)')
     ev = sub.add_parser('eval', help='robustness report (report.json, report.md, curves.png) of a run')
     ev.add_argument('target', help='run folder, or an ONNX file exported from it')
+    _device_option(ev, 'default: the run\'s own setting')
     sw = sub.add_parser('sweep', help='every method x sparsity, then aer.json / aer.csv / aer.png')
     sw.add_argument('config')
     sw.add_argument('--sparsities', type=_floats, default=[0.5, 0.8, 0.9])
@@ -91,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
                     help='pruning processes: a schedule and the share of training it spans, e.g. agp@0.3,linear@0.7')
     sw.add_argument('--out', required=True)
     sw.add_argument('--resume', action='store_true', help='reuse finished, consistent runs in --out')
+    _device_option(sw)
     de = sub.add_parser('demo', help='the main job on the embedded digits dataset, end to end')
     de.add_argument('--out', default='runs/demo')
     de.add_argument('--sparsities', type=_floats, default=[0.5, 0.8])
@@ -98,16 +103,32 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _config(path: str) -> Dict:
+def _device_option(parser: argparse.ArgumentParser, default: str = "default: the config's device, 'auto'") -> None:
+    parser.add_argument('--device', default=None, help=f'auto (CUDA when available), cpu, cuda or cuda:N ({default})')
+
+
+def _config(path: str, device: Optional[str] = None) -> Dict:
+    """The validated config, ``--device`` overriding its ``device``; CUDA's presence is checked here, before work."""
     from .config import load_config, validate_config
-    return validate_config(load_config(path), Path(path).resolve().parent)
+    from .device import resolve_device
+    raw = load_config(path)
+    if device is not None:
+        raw['device'] = device
+    cfg = validate_config(raw, Path(path).resolve().parent)
+    resolve_device(cfg['device'])
+    return cfg
 
 
 def _out(path: str, quiet: bool) -> Path:
+    """The output folder, created and logged into by rank 0 only (the other processes log warnings to stderr)."""
+    from .distributed import is_main
     from .run_folder import RunFolder
-    out = RunFolder(path).create().path
-    _setup_logging(out, quiet)
-    return out
+    folder = RunFolder(path)
+    main_process = is_main()
+    if main_process:
+        folder.create()
+    _setup_logging(folder.path if main_process else None, quiet or not main_process)
+    return folder.path
 
 
 def _print_rows(out: Path, rows, seconds: float) -> None:
@@ -118,11 +139,16 @@ def _print_rows(out: Path, rows, seconds: float) -> None:
 
 
 def _prune(args) -> None:
-    cfg = _config(args.config)
+    cfg = _config(args.config, args.device)
+    from .device import resolve_device
+    from .distributed import init_distributed, is_main
+    args.created_group = init_distributed(resolve_device(cfg['device']))  # torchrun: join the other processes
     out = _out(args.out, args.quiet)
     from .jobs import run_prune
-    info = run_prune(cfg, out, progress=not args.quiet, cache=out / 'cache')
-    print(json.dumps({k: info[k] for k in ('method', 'sparsity', 'measured_sparsity', 'clean_accuracy', 'seconds')}))
+    info = run_prune(cfg, out, progress=not args.quiet, cache=out / 'cache', resume=args.resume)
+    if is_main():
+        print(json.dumps({k: info[k] for k in ('method', 'sparsity', 'measured_sparsity', 'clean_accuracy',
+                                                'seconds')}))
 
 
 def _export(args) -> None:
@@ -141,10 +167,13 @@ def _export(args) -> None:
 
 
 def _eval(args) -> None:
+    from .device import resolve_device
     from .jobs import resolve_eval_target, run_eval
+    if args.device is not None:
+        resolve_device(args.device)
     folder, _ = resolve_eval_target(Path(args.target))
     _setup_logging(folder.path, args.quiet)
-    rep = run_eval(Path(args.target), progress=not args.quiet)
+    rep = run_eval(Path(args.target), progress=not args.quiet, device=args.device)
     print(f'{rep["onnx"] or "torch only"}: clean {rep["clean_accuracy"]:.4f}; robust AUC ' +
           ', '.join(f'{k} {v:.4f}' for k, v in rep['robust_auc'].items()) + f'; wrote {folder / "report.md"}')
     for w in rep['warnings']:
@@ -153,7 +182,7 @@ def _eval(args) -> None:
 
 def _sweep(args, cfg: Optional[Dict] = None, methods=None) -> None:
     start = time.perf_counter()
-    cfg = cfg if cfg is not None else _config(args.config)
+    cfg = cfg if cfg is not None else _config(args.config, getattr(args, 'device', None))
     from .sweep import run_sweep, sweep_plan
     methods = methods or args.methods
     seeds, processes = getattr(args, 'seeds', [0]), getattr(args, 'processes', None)
@@ -180,18 +209,39 @@ def _user_errors() -> tuple:
     return BapError, DataError, ExportError, OSError
 
 
+def _check_launch(command: str) -> None:
+    """Only ``bap prune`` runs as several processes (``torchrun``)."""
+    from .distributed import launched
+    if launched() and command != 'prune':
+        from .config import ConfigError
+        raise ConfigError(f'`bap {command}` runs in one process; only `bap prune` runs under torchrun')
+
+
+def _error_line(exc: BaseException) -> str:
+    """``bap: error: ...`` in one line; ``(rank N)`` added on the processes other than rank 0."""
+    import os
+    from .distributed import launched
+    text = ' '.join(str(exc).split()) or type(exc).__name__
+    rank = int(os.environ.get('RANK', '0')) if launched() else 0
+    return f'bap: error{f" (rank {rank})" if rank else ""}: {text}'
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings('ignore', category=FutureWarning)
     warnings.filterwarnings('ignore', message='.*already registered as pytree node.*')
     try:
+        _check_launch(args.command)
         COMMANDS[args.command](args)
     except _user_errors() as exc:
         if args.debug:
             raise
-        text = ' '.join(str(exc).split()) or type(exc).__name__
-        print(f'bap: error: {text}', file=sys.stderr)
+        print(_error_line(exc), file=sys.stderr)
         return 2
+    finally:
+        if getattr(args, 'created_group', False):
+            from .distributed import close_distributed
+            close_distributed()
     return 0
 
 

@@ -14,9 +14,9 @@ from typing import Any, Dict, Tuple
 from .errors import BapError
 from .schedule import SCHEDULES
 
-__all__ = ['BASE_PRUNER_NAMES', 'ConfigError', 'DEFAULTS', 'METHOD_NAMES', 'METHOD_SETTINGS', 'STRUCTURED',
-           'check_method_settings', 'config_hash', 'load_config', 'parse_method', 'parse_process', 'target_sparsity',
-           'validate_config', 'with_sparsity']
+__all__ = ['BASE_PRUNER_NAMES', 'ConfigError', 'DEFAULTS', 'DEVICE_PATTERN', 'METHOD_NAMES', 'METHOD_SETTINGS',
+           'PLACEMENT_KEYS', 'STRUCTURED', 'check_method_settings', 'config_hash', 'load_config', 'parse_method',
+           'parse_process', 'target_sparsity', 'validate_config', 'with_sparsity']
 
 
 class ConfigError(BapError, ValueError):
@@ -42,6 +42,7 @@ DEFAULTS: Dict[str, Any] = {
     'train_limit': None,
     'test_limit': None,
     'eval': None,  # None: nni_bap.eval_spec.default_spec for the data's input shape
+    'device': 'auto',  # 'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'; not part of config_hash
     'adversarial': {'attack': 'fgsm', 'eps': 0.1},
     'bap': {},
 }
@@ -59,6 +60,10 @@ METHOD_SETTINGS = {
     'bap': ('cutoff', 'scale', 'attack_steps', 'overshoot', 'candidates', 'adv_weight', 'norm', 'clip_min',
             'clip_max', 'log_interval'),
 }
+#: Device names a config (or ``--device``) may give; whether CUDA is there is checked by :mod:`nni_bap.device`.
+DEVICE_PATTERN = re.compile(r'^(auto|cpu|cuda(:[0-9]+)?)$')
+#: Keys that say where a run computes, not what it computes: left out of :func:`config_hash`.
+PLACEMENT_KEYS = ('device',)
 _SUFFIX = re.compile(r'^(fgsm|pgd|pgd_l2)([0-9.]+)$|^s([0-9.]+)$|^c([0-9.]+|adaptive)$')
 
 
@@ -168,7 +173,13 @@ def validate_config(raw: Dict[str, Any], base_dir: Path | None = None) -> Dict[s
         check_method_settings(fam, parse_method(fam, cfg)[1])
     check_method_settings(family, args)
     _check_eval(cfg['eval'])
+    _check_device(cfg['device'])
     return cfg
+
+
+def _check_device(device: Any) -> None:
+    if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
+        raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
 
 def _check_names(cfg: Dict[str, Any]) -> None:
@@ -287,7 +298,8 @@ def target_sparsity(cfg: Dict[str, Any]) -> float:
 
 
 def config_hash(cfg: Dict[str, Any]) -> str:
-    """Hash of everything that determines a pruned model (the ``eval`` spec is hashed with the report)."""
+    """Hash of everything that determines a pruned model (the ``eval`` spec is hashed with the report; the
+    ``device`` is where it was computed, not what: a run moved to another device is still the same run)."""
     from .atomic import sha256_json
-    return sha256_json({k: v for k, v in cfg.items() if k != 'eval'})
+    return sha256_json({k: v for k, v in cfg.items() if k != 'eval' and k not in PLACEMENT_KEYS})
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .attacks.base import check_number, flat_norm
+from .distributed import global_mean
 
 __all__ = ['Cutoff', 'check_cutoff', 'check_scale', 'cutoff_scale', 'l2_to_rms', 'resolve_cutoff', 'rms_to_l2']
 
@@ -59,14 +60,15 @@ def resolve_cutoff(norms: Tensor, cutoff: Cutoff) -> Tensor:
 
     ``'adaptive'`` is the mean of the norms that are positive: samples that needed no perturbation
     (misclassified already, ``eta = 0``) do not pull the radius down; with no positive norm it is 0.
+    Under ``torch.distributed`` the mean is over every process's batch (N processes with batches of B
+    give what one process gives with N x B).
     A number is itself, ``None`` is infinity (no cut).
     """
     cutoff = check_cutoff(cutoff)
     if cutoff is None:
         return torch.tensor(math.inf, dtype=norms.dtype, device=norms.device)
-    if cutoff == 'adaptive':
-        moved = norms[norms > 0]
-        return moved.mean() if moved.numel() else torch.zeros((), dtype=norms.dtype, device=norms.device)
+    if cutoff == 'adaptive':  # over every process's batch under torchrun
+        return global_mean(norms[norms > 0])
     return torch.tensor(cutoff, dtype=norms.dtype, device=norms.device)
 
 

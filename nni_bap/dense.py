@@ -12,6 +12,8 @@ from torch import nn
 
 from .atomic import sha256_json
 from .data import DataSplit
+from .device import resolve_device
+from .distributed import agree, is_main, world_size
 from .models import build_model
 from .run_folder import RunFolder
 from .training import accuracy, train
@@ -38,29 +40,43 @@ def _fingerprint(data: DataSplit) -> str:
 
 
 def dense_key(cfg: Dict, data: DataSplit) -> str:
-    """Hash of the dense-model settings (:data:`DENSE_KEYS`) and of the training data."""
-    return sha256_json({**{k: cfg[k] for k in DENSE_KEYS}, 'train_data': _fingerprint(data)})
+    """Hash of the dense-model settings (:data:`DENSE_KEYS`), of the training data and, when trained by several
+    processes (its batches differ), of their number."""
+    extra = {'processes': world_size()} if world_size() > 1 else {}
+    return sha256_json({**{k: cfg[k] for k in DENSE_KEYS}, 'train_data': _fingerprint(data), **extra})
 
 
-def dense_model(cfg: Dict, data: DataSplit, cache: Optional[Path] = None, progress: bool = True) -> nn.Module:
-    """Train the dense model (seeded before it is built), or load it from the run folder under ``cache``."""
+def _cached(folder: Optional[RunFolder], key: str) -> Optional[nn.Module]:
+    """The cached dense model when rank 0 finds it valid (every process then loads it), else ``None``."""
+    reason = folder.check_prune(key) if folder is not None else 'no cache'
+    if not agree(reason is None):
+        if folder is not None and folder.path.exists() and is_main():
+            _logger.info('dense cache %s not reused: %s', folder.path, reason)
+        return None
+    _logger.info('dense model from the cache %s', folder.path)
+    return folder.load_model()[1]
+
+
+def dense_model(cfg: Dict, data: DataSplit, cache: Optional[Path] = None, progress: bool = True,
+                device: Optional[torch.device] = None) -> nn.Module:
+    """Train the dense model (seeded before it is built) on ``device`` (default: the config's), or load it from
+    the run folder under ``cache``. Returned on the CPU, in eval mode. In several processes it is trained data
+    parallel and only rank 0 writes the cache."""
     key = dense_key(cfg, data)
     folder = RunFolder(Path(cache) / f'dense-{key[:16]}') if cache is not None else None
-    if folder is not None:
-        reason = folder.check_prune(key)
-        if reason is None:
-            _logger.info('dense model from the cache %s', folder.path)
-            return folder.load_model()[1]
-        if folder.path.exists():
-            _logger.info('dense cache %s not reused: %s', folder.path, reason)
+    model = _cached(folder, key)
+    if model is not None:
+        return model
+    device = device if device is not None else resolve_device(cfg.get('device'))
     torch.manual_seed(cfg['seed'])
-    model = build(cfg, data)
+    model = build(cfg, data).to(device)
     start = time.perf_counter()
     train(model, data.train_set(), epochs=cfg['dense_epochs'], batch_size=cfg['batch_size'], lr=cfg['lr'],
           seed=cfg['seed'], progress=progress)
     acc = accuracy(model, data.x_test, data.y_test)
     _logger.info('dense %s: test accuracy %.4f after %.1f s', cfg['model'], acc, time.perf_counter() - start)
-    if folder is not None:
+    model.cpu()
+    if folder is not None and is_main():
         folder.create().save_model(model, {}, {**cfg, 'method': 'natural'}, data.input_shape, data.num_classes)
         folder.write_run({'kind': 'dense cache', 'clean_accuracy': acc}, key)
     return model.eval()

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from .attacks import ATTACKS
 from .cascade import Cascade
+from .device import model_device
 from .eval_spec import EVAL_ATTACKS, MIN_NORM, default_spec, validate_spec
 from .intervals import wilson
 
@@ -59,8 +60,9 @@ def key_point(norm: str, budget: float, robust: np.ndarray) -> Dict:
 def _torch_classifier(model: nn.Module, batch_size: int) -> Classifier:
     def classify(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            t = torch.from_numpy(x)
-            return torch.cat([model(t[i:i + batch_size]).argmax(1) for i in range(0, len(t), batch_size)]).numpy()
+            t = torch.from_numpy(x).to(model_device(model))
+            labels = [model(t[i:i + batch_size]).argmax(1) for i in range(0, len(t), batch_size)]
+            return torch.cat(labels).cpu().numpy()
     return classify
 
 
@@ -133,8 +135,8 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, spec: Optional[D
     model.eval()
     torch.manual_seed(seed)
     clfs = {'torch': _torch_classifier(model, batch_size), **(classifiers or {})}
-    yn = y.numpy()
-    clean = {c: float((f(x.numpy()) == yn).mean()) for c, f in clfs.items()}
+    yn = y.cpu().numpy()
+    clean = {c: float((f(x.cpu().numpy()) == yn).mean()) for c, f in clfs.items()}
     report: Dict = {'samples': int(len(y)), 'clean_accuracy': clean['torch'], 'clean_accuracy_by': clean,
                     'clean_interval': list(wilson(int(round(clean['torch'] * len(y))), len(y))),
                     'curves': {}, 'robust_auc': {}, 'key_points': [], 'curves_by_attack': {}, 'cascade': {}}
@@ -144,7 +146,7 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, spec: Optional[D
                                       for k, v in report['curves_by_attack'].items()}
     if huge_eps:
         adv = ATTACKS['pgd'](model, eps=huge_eps, steps=10)(x[:HUGE_EPS_SAMPLES], y[:HUGE_EPS_SAMPLES])
-        report['huge_eps_accuracy'] = float((clfs['torch'](adv.numpy()) == yn[:HUGE_EPS_SAMPLES]).mean())
+        report['huge_eps_accuracy'] = float((clfs['torch'](adv.cpu().numpy()) == yn[:HUGE_EPS_SAMPLES]).mean())
     report['warnings'] = sanity_checks(report)
     for w in report['warnings']:
         _logger.warning('suspicious evaluation: %s', w)

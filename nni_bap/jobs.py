@@ -4,16 +4,19 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from .atomic import atomic_write, sha256_json
+from .checkpoint import CHECKPOINT
 from .config import STRUCTURED, config_hash, parse_method, target_sparsity, validate_config
 from .data import DataSplit, load_dataset
 from .dense import dense_model
+from .device import resolve_device
+from .distributed import barrier, is_main, world_size
 from .errors import RunFolderError
 from .run_folder import RunFolder
 from .training import accuracy
@@ -44,32 +47,64 @@ def _config_list(cfg: Dict, model: nn.Module) -> List[Dict]:
     return copy.deepcopy(cfg['config_list'])
 
 
-def run_prune(cfg: Dict, out: Path, data: Optional[DataSplit] = None, dense: Optional[nn.Module] = None,
-              progress: bool = True, cache: Optional[Path] = None) -> Dict:
-    """Prune according to ``cfg``; write ``model.pt``, ``stats.json``, ``run.json`` into the run folder ``out``.
+def _finished(folder: RunFolder, cfg: Dict) -> Optional[Dict]:
+    """``run.json`` of a complete run of ``cfg`` in ``folder``, else ``None``."""
+    if folder.check_prune(config_hash(cfg)) is not None:
+        return None
+    _logger.info('%s: pruning already done for this config, reused (--resume)', folder.path)
+    return folder.read_json('run.json')
 
-    Nothing is written when pruning fails (divergence, a config_list NNI rejects, a missed sparsity).
+
+def run_prune(cfg: Dict, out: Path, data: Optional[DataSplit] = None, dense: Optional[nn.Module] = None,
+              progress: bool = True, cache: Optional[Path] = None, resume: bool = False,
+              on_epoch_end: Optional[Callable[[int, int], None]] = None) -> Dict:
+    """Prune according to ``cfg`` on its ``device``; write ``model.pt``, ``stats.json``, ``run.json`` into the run
+    folder ``out``.
+
+    Nothing is written when pruning fails (divergence, a config_list NNI rejects, a missed sparsity), except
+    ``checkpoint.pt``: written at every epoch end, removed once the run is complete. With ``resume`` a complete
+    run of ``cfg`` in ``out`` is returned as it is; otherwise pruning continues from ``checkpoint.pt`` when there
+    is one (:mod:`nni_bap.checkpoint`). ``on_epoch_end(epochs done, steps done)`` is
+    :func:`nni_bap.methods.prune`'s. In several processes (``torchrun``) only rank 0 writes; every process
+    returns the same information.
     """
     from .methods import prune
     cfg = validate_config(cfg)
-    folder = RunFolder(out).create()
+    device = resolve_device(cfg['device'])
+    folder = RunFolder(out)
+    done = _finished(folder, cfg) if resume else None
+    if done is not None:
+        return done
+    if is_main():
+        folder.create()
     data = data if data is not None else load_data(cfg)
-    dense = dense if dense is not None else dense_model(cfg, data, cache, progress)
+    dense = dense if dense is not None else dense_model(cfg, data, cache, progress, device)
     family, args = parse_method(cfg['method'], cfg)
     result = prune(dense, data.train_set(), _config_list(cfg, dense), method=family, method_args=args,
                    base_pruner=cfg['base_pruner'], schedule=cfg['schedule'], epochs=cfg['epochs'],
                    total_times=cfg['total_times'], schedule_fraction=cfg['schedule_fraction'],
-                   batch_size=cfg['batch_size'], lr=cfg['lr'], seed=cfg['seed'], progress=progress)
-    masks = {k: {t: m for t, m in v.items() if m is not None} for k, v in result.masks.items()}
-    folder.save_model(result.model, masks, cfg, data.input_shape, data.num_classes)
-    folder.write_json('stats.json', result.statistics)
+                   batch_size=cfg['batch_size'], lr=cfg['lr'], seed=cfg['seed'], progress=progress and is_main(),
+                   device=device, checkpoint=folder / CHECKPOINT, resume=resume, on_epoch_end=on_epoch_end)
     info = {'method': cfg['method'], 'family': family, 'method_args': args, 'schedule': cfg['schedule'],
             'sparsity': target_sparsity(cfg), 'measured_sparsity': result.sparsity['measured'], 'seed': cfg['seed'],
-            'seconds': result.seconds, 'summary': result.summary,
+            'seconds': result.seconds, 'summary': result.summary, 'device': str(device), 'processes': world_size(),
+            'resumed_from_epoch': result.resumed_from,
             'clean_accuracy': accuracy(result.model, data.x_test, data.y_test)}
-    info = folder.write_run(info, config_hash(cfg))
+    if is_main():
+        info = _write_prune(folder, cfg, result, info, data)
+    barrier()
     _logger.info('%s at sparsity %.2f (measured %.4f): clean accuracy %.4f, %.1f s', cfg['method'], info['sparsity'],
                  info['measured_sparsity'], info['clean_accuracy'], result.seconds)
+    return info
+
+
+def _write_prune(folder: RunFolder, cfg: Dict, result, info: Dict, data: DataSplit) -> Dict:
+    """``model.pt`` (CPU tensors), ``stats.json``, ``run.json``; then the finished run's checkpoint goes."""
+    masks = {k: {t: m.cpu() for t, m in v.items() if m is not None} for k, v in result.masks.items()}
+    folder.save_model(result.model.cpu(), masks, cfg, data.input_shape, data.num_classes)
+    folder.write_json('stats.json', result.statistics)
+    info = folder.write_run(info, config_hash(cfg))
+    (folder / CHECKPOINT).unlink(missing_ok=True)
     return info
 
 
@@ -140,13 +175,14 @@ def resolve_eval_target(target: Path) -> Tuple[RunFolder, Optional[Path]]:
 
 
 def run_eval(target: Path, data: Optional[DataSplit] = None, spec: Optional[Dict] = None, progress: bool = True,
-             latency: bool = True) -> Dict:
+             latency: bool = True, device: Optional[str] = None) -> Dict:
     """Robustness report of a run: torch and, when exported, onnxruntime side by side.
 
     ``target`` is a run folder (its ``model.onnx`` is used when present) or an ONNX file in a run folder
     (that file is evaluated). Either way the ONNX file must have been exported from the folder's
     ``model.pt``. With ``latency`` (the ``bap eval`` command) the report also gets onnxruntime latencies,
-    the slowest kernels at batch 64, and the ONNX model's accuracy on PGD examples crafted on torch.
+    the slowest kernels at batch 64, and the ONNX model's accuracy on PGD examples crafted on torch. The torch
+    evaluation runs on ``device`` (default: the run's stored ``device`` setting); the rest on the CPU.
     """
     from .evaluate import evaluate_robustness
     from .export import OnnxClassifier
@@ -157,8 +193,10 @@ def run_eval(target: Path, data: Optional[DataSplit] = None, spec: Optional[Dict
     data = data if data is not None else load_data(cfg)
     spec = run_spec(cfg, data.input_shape, spec)
     ort = OnnxClassifier(str(onnx)) if onnx is not None else None
-    report = evaluate_robustness(model, data.x_test, data.y_test, spec, classifiers={'onnx': ort} if ort else None,
-                                 progress=progress, seed=cfg['seed'])
+    on = resolve_device(device or cfg['device'])
+    report = evaluate_robustness(model.to(on), data.x_test.to(on), data.y_test.to(on), spec,
+                                 classifiers={'onnx': ort} if ort else None, progress=progress, seed=cfg['seed'])
+    model.cpu()
     report.update(model=cfg['model'], dataset=cfg['dataset'], method=cfg['method'], model_hash=folder.hash('model.pt'),
                   spec_hash=sha256_json(spec), onnx=onnx.name if onnx else None,
                   onnx_hash=folder.hash(onnx.name) if onnx else None)

@@ -5,17 +5,21 @@ import copy
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from nni.compression.pruning import AGPPruner, FPGMPruner, L1NormPruner, L2NormPruner, LevelPruner, LinearPruner
 
 from .channel_mask import install_channel_masks
+from .checkpoint import Checkpointer, signature
 from .compat import check_selects_layers, finalize, nni_config_error, nni_config_list
 from .config import STRUCTURED, ConfigError
+from .device import model_device
+from .distributed import train_loader, world_size
 from .errors import SparsityError
 from .pruner import AdversarialPruner, BAPPruner
 from .training import check_finite_weights, make_evaluator
@@ -45,6 +49,8 @@ class PruneResult:
     summary: Dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     sparsity: Dict[str, float] = field(default_factory=dict)
+    #: Epochs done in the checkpoint the run resumed from (``None``: it ran from the beginning).
+    resumed_from: Optional[int] = None
 
 
 def _targets(pruner) -> Dict[str, Tuple[float, str]]:
@@ -92,11 +98,37 @@ def _base_pruner(name: str, model: nn.Module, config_list, evaluator):
     return base
 
 
+def _schedule_steps(batches: int, epochs: int, interval_steps: Optional[int], total_times: int,
+                    schedule_fraction: float) -> Tuple[int, int]:
+    """(interval steps, max steps): by default the schedule spans ``schedule_fraction`` of training."""
+    max_steps = epochs * batches
+    if interval_steps is None:
+        interval_steps = max(1, int(max_steps * schedule_fraction) // total_times)
+    return interval_steps, max(max_steps, interval_steps * total_times)
+
+
+def _compress(scheduled, model: nn.Module, structured: bool, max_steps: int):
+    """Run the schedule; masks. Channel pruning masks the BatchNorm channels after each removed conv channel too
+    (sped-up == masked)."""
+    handle = install_channel_masks(model) if structured else None
+    try:
+        _, masks = scheduled.compress(max_steps=max_steps, max_epochs=None)
+    except BaseException:
+        if handle:
+            handle.remove(bake=False)
+        raise
+    if handle:
+        handle.remove()
+    return masks
+
+
 def prune(model: nn.Module, dataset: Dataset, config_list: List[Dict[str, Any]], method: str = 'bap',
           method_args: Optional[Dict[str, Any]] = None, base_pruner: str = 'level', schedule: str = 'agp',
           epochs: int = 5, interval_steps: Optional[int] = None, total_times: int = 10, schedule_fraction: float = 0.7,
           batch_size: int = 64, lr: float = 1e-3, seed: int = 0, progress: bool = True,
-          copy_model: bool = True) -> PruneResult:
+          copy_model: bool = True, device: Optional[Union[str, torch.device]] = None,
+          checkpoint: Optional[Union[str, Path]] = None, resume: bool = False,
+          on_epoch_end: Optional[Callable[[int, int], None]] = None) -> PruneResult:
     """Prune ``model`` gradually while training on ``dataset``; check that the target sparsity is reached.
 
     Parameters
@@ -121,6 +153,19 @@ def prune(model: nn.Module, dataset: Dataset, config_list: List[Dict[str, Any]],
         Steps between sparsity updates; by default the schedule spans ``schedule_fraction`` of training.
     total_times
         Number of sparsity updates.
+    batch_size
+        Per process: in several processes (:mod:`nni_bap.distributed`) the global batch is N x ``batch_size``.
+    device
+        Where to train (the model is moved there; batches follow); ``None``: the model's device.
+    checkpoint
+        File written (atomically, by rank 0) at the end of every epoch: weights, masks, optimizer, the
+        schedule's progress, random states (:mod:`nni_bap.checkpoint`).
+    resume
+        Continue from ``checkpoint`` when it exists; it must come from a run with the same settings and the same
+        starting weights (:class:`~nni_bap.checkpoint.CheckpointError` otherwise).
+    on_epoch_end
+        ``f(epochs done, steps done)`` after every complete epoch, once its checkpoint is written; raising
+        stops the run.
 
     Raises
     ------
@@ -135,27 +180,23 @@ def prune(model: nn.Module, dataset: Dataset, config_list: List[Dict[str, Any]],
         raise ConfigError(f'unknown base pruner {base_pruner!r}; choose one of {sorted(BASE_PRUNERS)}')
     torch.manual_seed(seed)
     model = copy.deepcopy(model) if copy_model else model
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    max_steps = epochs * len(loader)
-    if interval_steps is None:
-        interval_steps = max(1, int(max_steps * schedule_fraction) // total_times)
-    max_steps = max(max_steps, interval_steps * total_times)
-    base = _base_pruner(base_pruner, model, config_list, make_evaluator(model, loader, lr=lr, progress=progress,
-                                                                         desc=method))
+    model.to(device if device is not None else model_device(model))
+    loader = train_loader(dataset, batch_size, seed)
+    interval_steps, max_steps = _schedule_steps(len(loader), epochs, interval_steps, total_times, schedule_fraction)
+    settings = dict(method=method, method_args=method_args, base_pruner=base_pruner, schedule=schedule,
+                    epochs=epochs, interval_steps=interval_steps, total_times=total_times, max_steps=max_steps,
+                    batch_size=batch_size, lr=lr, seed=seed, config_list=config_list, samples=len(dataset),
+                    processes=world_size())
+    ckpt = Checkpointer(checkpoint, signature(settings, model) if checkpoint else '', resume, on_epoch_end).prepare()
+    evaluator = make_evaluator(model, loader, lr=lr, progress=progress, desc=method, on_train_begin=ckpt.begin,
+                               on_epoch_end=ckpt.end)
+    base = _base_pruner(base_pruner, model, config_list, evaluator)
     targets = _targets(base)
     scheduled = _scheduled(method, base, interval_steps, total_times, schedule, dict(method_args or {}))
-    # channel pruning masks the BatchNorm channels after each removed conv channel too (sped-up == masked)
-    handle = install_channel_masks(model) if base_pruner in STRUCTURED else None
+    ckpt.bind(scheduled, loader)
     start = time.perf_counter()
-    try:
-        _, masks = scheduled.compress(max_steps=max_steps, max_epochs=None)
-    except BaseException:
-        if handle:
-            handle.remove(bake=False)
-        raise
-    seconds = time.perf_counter() - start
-    if handle:
-        handle.remove()
+    masks = _compress(scheduled, model, base_pruner in STRUCTURED, max_steps)
+    seconds = time.perf_counter() - start + ckpt.seconds_before
     sparsity = check_sparsity(masks, targets)
     stats = list(getattr(scheduled, 'statistics', []))
     summary = scheduled.summary() if hasattr(scheduled, 'summary') else {}
@@ -163,4 +204,5 @@ def prune(model: nn.Module, dataset: Dataset, config_list: List[Dict[str, Any]],
     check_finite_weights(pruned, f'{method} pruning')
     _logger.info('%s pruning done in %.1f s (%d steps), sparsity %.4f (target %.4f)', method, seconds, max_steps,
                  sparsity['measured'], sparsity['target'])
-    return PruneResult(pruned, {k: dict(v) for k, v in masks.items()}, stats, summary, seconds, sparsity)
+    return PruneResult(pruned, {k: dict(v) for k, v in masks.items()}, stats, summary, seconds, sparsity,
+                       ckpt.resumed_from)

@@ -186,23 +186,21 @@ class DeepFool(Attack):
         everyone = torch.arange(b, device=x.device)
         active = everyone
         for it in range(self.steps):
-            if self.drop_crossed and it > 0:
-                rows = active = self._still(x_adv, y, active, crossed)
-                keep = torch.arange(rows.numel(), device=x.device)
-            else:
-                rows = active if self.drop_crossed else everyone
+            rows = active if self.drop_crossed else everyone
+            if self.drop_crossed and it > 0:  # a cheap pass without gradients drops those already across
+                rows = self._still(x_adv, y, rows, crossed)
             if rows.numel() == 0:
                 break
             xa = x_adv[rows].requires_grad_(True)
             logits = self.logits(xa)
-            if not self.drop_crossed or it == 0:
-                moving = (logits.argmax(dim=1) == y[rows]) & ~crossed[rows]
-                moving = moving | warm[rows] if it == 0 and warm is not None else moving
-                crossed[rows[~moving]] = True
-                keep = moving.nonzero().squeeze(1)
-                active = rows[keep]
-                if keep.numel() == 0:
-                    break
+            # decided on the logits the gradients come from: a sample this pass sees across takes no step
+            moving = (logits.argmax(dim=1) == y[rows]) & ~crossed[rows]
+            moving = moving | warm[rows] if it == 0 and warm is not None else moving
+            crossed[rows[~moving]] = True
+            keep = moving.nonzero().squeeze(1)
+            active = rows[keep]
+            if keep.numel() == 0:
+                break
             f, w = self._margins(logits, xa, rows, keep, y)
             moved = rows[keep]
             iterations[moved] += 1

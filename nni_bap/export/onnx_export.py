@@ -139,7 +139,10 @@ def export_onnx(model: nn.Module, path: str, dummy_input: Tensor, masks=None, va
     x_val = validation_inputs if validation_inputs is not None else dummy_input
     if tuple(x_val.shape[1:]) != tuple(dummy_input.shape[1:]):
         raise InputShapeError(f'validation inputs have shape {tuple(x_val.shape)}, dummy input {tuple(dummy_input.shape)}')
-    plain = _plain(model, masks).eval()
+    # exported from a CPU copy, whatever device the model trained on
+    dummy_input, x_val = dummy_input.cpu(), x_val.cpu()
+    masks = {k: {t: m.cpu() for t, m in v.items() if m is not None} for k, v in masks.items()} if masks else masks
+    plain = _plain(model, masks).cpu().eval()
     try:
         with torch.no_grad():
             plain(dummy_input)
