@@ -52,9 +52,12 @@ def _setup_logging(out: Optional[Path], quiet: bool) -> None:
 
 def _floats(text: str) -> List[float]:
     try:
-        return [float(v) for v in text.split(',') if v.strip()]
+        values = [float(v) for v in text.split(',') if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f'expected comma-separated numbers, got {text!r}') from None
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f'expected comma-separated numbers, got {text!r}')
+    return values
 
 
 def _ints(text: str) -> List[int]:
@@ -65,7 +68,10 @@ def _ints(text: str) -> List[int]:
 
 
 def _words(text: str) -> List[str]:
-    return [v.strip() for v in text.split(',') if v.strip()]
+    words = [v.strip() for v in text.split(',') if v.strip()]
+    if not words:
+        raise argparse.ArgumentTypeError(f'expected comma-separated names, got {text!r}')
+    return words
 
 
 def _parser() -> argparse.ArgumentParser:

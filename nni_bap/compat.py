@@ -151,6 +151,8 @@ def check_selects_layers(pruner: Pruner, config_list: List[Dict[str, Any]]) -> L
 
 
 def nni_config_error(exc: Exception) -> str:
-    """The first line of an NNI config (schema) error."""
+    """The first lines of an NNI config error (schema errors run to dozens of lines), or its type and text."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if type(exc).__module__.split('.')[0] != 'schema':
+        return f'{type(exc).__name__} {lines[0] if lines else ""}'.strip()
     return ': '.join(lines[:2]) if lines else type(exc).__name__

@@ -77,13 +77,36 @@ def _validate_norm(norm: str, entry: Any) -> Dict[str, Any]:
     if not isinstance(attacks, dict) or not attacks:
         raise ValueError(f'eval.{norm}.attacks must map attack names to settings, got {attacks!r}')
     for name, settings in attacks.items():
-        if name not in EVAL_ATTACKS or norm not in EVAL_ATTACKS[name][2]:
-            choices = sorted(a for a, (_, _, norms) in EVAL_ATTACKS.items() if norm in norms)
-            raise ValueError(f'eval.{norm}: unknown attack {name!r}; choose among {choices}')
-        if not isinstance(settings or {}, dict):
-            raise ValueError(f'eval.{norm}.attacks.{name} must be a mapping of settings')
+        _check_attack(norm, name, settings)
+    fixed_attacks = sorted(set(attacks) - set(MIN_NORM))
+    if fixed_attacks and not any(b > 0 for b in fixed):
+        raise ValueError(f'eval.{norm}: {", ".join(fixed_attacks)} run only at key_points (or fixed_budgets); '
+                         'give at least one budget > 0 there')
     return {'budgets': budgets, 'key_points': keys, 'fixed_budgets': fixed,
             'attacks': {k: dict(v or {}) for k, v in attacks.items()}}
+
+
+def _check_attack(norm: str, name: str, settings: Any) -> None:
+    """The attack exists for ``norm`` and its constructor accepts ``settings`` (built once on a stand-in model)."""
+    if name not in EVAL_ATTACKS or norm not in EVAL_ATTACKS[name][2]:
+        choices = sorted(a for a, (_, _, norms) in EVAL_ATTACKS.items() if norm in norms)
+        raise ValueError(f'eval.{norm}: unknown attack {name!r}; choose among {choices}')
+    if not isinstance(settings or {}, dict):
+        raise ValueError(f'eval.{norm}.attacks.{name} must be a mapping of settings')
+    table, fixed, _ = EVAL_ATTACKS[name]
+    reserved = sorted({'eps', 'norm', 'loss'} & set(settings or {}))
+    if reserved:
+        raise ValueError(f'eval.{norm}.attacks.{name}: {reserved[0]!r} is set by the spec (its norm, budgets and name)')
+    from torch import nn
+
+    from .attacks import ATTACKS
+    kw = {**fixed, **(settings or {})}
+    kw.update({'norm': norm} if name in MIN_NORM or table == 'apgd' else {})
+    kw.update({} if name in MIN_NORM else {'eps': 0.1})
+    try:
+        ATTACKS[table](nn.Identity(), **kw)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f'eval.{norm}.attacks.{name}: {exc}') from None
 
 
 def validate_spec(spec: Any) -> Dict[str, Dict[str, Any]]:

@@ -78,6 +78,11 @@ def run_prune(cfg: Dict, out: Path, data: Optional[DataSplit] = None, dense: Opt
     if is_main():
         folder.create()
     data = data if data is not None else load_data(cfg)
+    if dense is None:  # a config_list NNI rejects fails here, before the dense model is trained
+        from .dense import build
+        from .methods import check_config_list
+        fresh = build(cfg, data)
+        check_config_list(fresh, _config_list(cfg, fresh), cfg['base_pruner'])
     dense = dense if dense is not None else dense_model(cfg, data, cache, progress, device)
     family, args = parse_method(cfg['method'], cfg)
     result = prune(dense, data.train_set(), _config_list(cfg, dense), method=family, method_args=args,

@@ -24,7 +24,7 @@ from .errors import SparsityError
 from .pruner import AdversarialPruner, BAPPruner
 from .training import check_finite_weights, make_evaluator
 
-__all__ = ['BASE_PRUNERS', 'METHODS', 'PruneResult', 'check_sparsity', 'prune']
+__all__ = ['BASE_PRUNERS', 'METHODS', 'PruneResult', 'check_config_list', 'check_sparsity', 'prune']
 
 _logger = logging.getLogger(__name__)
 
@@ -90,12 +90,16 @@ def _scheduled(method: str, base, interval_steps: int, total_times: int, schedul
 def _base_pruner(name: str, model: nn.Module, config_list, evaluator):
     try:
         base = BASE_PRUNERS[name](model, nni_config_list(config_list), evaluator=evaluator)
-    except Exception as exc:
-        if type(exc).__module__.split('.')[0] == 'schema':  # NNI validates config_list with `schema`
-            raise ConfigError(f'NNI rejects config_list: {nni_config_error(exc)}') from None
-        raise
+    except Exception as exc:  # NNI validates config_list with `schema`, and fails on unknown names with KeyError
+        raise ConfigError(f'NNI rejects config_list: {nni_config_error(exc)}') from exc
     check_selects_layers(base, config_list)
     return base
+
+
+def check_config_list(model: nn.Module, config_list: List[Dict[str, Any]], base_pruner: str) -> List[str]:
+    """Build the base pruner on ``model`` (a throwaway copy: NNI wraps it) to check ``config_list`` before any
+    training; the names of the layers it selects, else :class:`ConfigError` / :class:`NNIUsageError`."""
+    return check_selects_layers(_base_pruner(base_pruner, copy.deepcopy(model), config_list, None), config_list)
 
 
 def _schedule_steps(batches: int, epochs: int, interval_steps: Optional[int], total_times: int,

@@ -39,7 +39,7 @@ __all__ = ['DERIVED', 'RunFolder']
 _logger = logging.getLogger(__name__)
 
 #: Files computed from ``model.pt``: stale as soon as a new model is written.
-DERIVED = ('model.onnx', 'export.json', 'report.json', 'report.md', 'curves.png', 'adv_pgd0.1.npz')
+DERIVED = ('model.onnx', 'model.int8.onnx', 'export.json', 'report.json', 'report.md', 'curves.png', 'adv_pgd0.1.npz')
 _MODEL_KEYS = {'state_dict', 'masks', 'config', 'input_shape', 'num_classes'}
 
 
@@ -73,15 +73,19 @@ class RunFolder:
             raise RunFolderError(f'{self.path} is not a run folder (no model.pt); run `bap prune` first')
         return self
 
-    def read_json(self, name: str) -> Any:
-        """A JSON file of the folder; :class:`RunFolderError` naming it when missing or damaged."""
+    def read_json(self, name: str, kind: type = dict) -> Any:
+        """A JSON file of the folder holding a ``kind`` (an object by default); :class:`RunFolderError` naming it
+        when missing or damaged."""
         path = self / name
         try:
-            return json.loads(path.read_text())
+            value = json.loads(path.read_text())
         except FileNotFoundError:
             raise RunFolderError(f'{path} is missing') from None
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise RunFolderError(f'{path} is damaged: {exc}') from None
+        if not isinstance(value, kind):
+            raise RunFolderError(f'{path} is damaged: it holds a {type(value).__name__}, not a {kind.__name__}')
+        return value
 
     def write_json(self, name: str, obj: Any) -> None:
         write_json(self / name, obj)

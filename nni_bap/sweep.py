@@ -63,12 +63,12 @@ def _ensure_run(folder: RunFolder, cfg: Dict, data: DataSplit, dense: Callable[[
     if resume and redo_eval:
         _logger.info('%s: redone from %s: %s', folder.path, 'prune' if redo_prune else
                      'export' if redo_export else 'eval', redo_eval)
-    if redo_prune:
-        run_prune(cfg, folder.path, data=data, dense=dense(), progress=progress)
+    if redo_prune:  # with resume, an interrupted pruning continues from its checkpoint
+        run_prune(cfg, folder.path, data=data, dense=dense(), progress=progress, resume=resume)
     if redo_export:
         run_export(folder.path, data)
-    if redo_eval:
-        run_eval(folder.path, data, progress=progress, latency=False)
+    if redo_eval:  # on this sweep's device, whatever device the run was pruned on
+        run_eval(folder.path, data, progress=progress, latency=False, device=cfg.get('device'))
     return 'pruned' if redo_prune else 'exported' if redo_export else 'evaluated' if redo_eval else 'reused'
 
 

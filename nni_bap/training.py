@@ -87,7 +87,7 @@ def make_training_func(loader: DataLoader, default_epochs: int = 1, progress: bo
     """
 
     def training_func(model, optimizers, training_step, lr_schedulers=None, max_steps=None, max_epochs=None):
-        epochs = max_epochs if max_epochs else (10 ** 9 if max_steps else default_epochs)
+        epochs = max_epochs if max_epochs is not None else (10 ** 9 if max_steps else default_epochs)
         total = max_steps if max_steps else epochs * len(loader)
         first, step = on_train_begin(model, optimizers, lr_schedulers) if on_train_begin else (0, 0)
         net = wrap_ddp(model)

@@ -84,7 +84,7 @@ def test_export_int8_and_eval_it(tmp_path):
     cfg = tmp_path / 'cfg.yaml'
     cfg.write_text('model: digits_cnn\ndense_epochs: 10\nepochs: 1\ntotal_times: 2\nmethod: natural\n'
                    'config_list: [{op_types: [Conv2d, Linear], sparse_ratio: 0.5}]\n'
-                   'eval: {linf: {budgets: [0.0, 0.1], attacks: {fgsm: {}}}}\n')
+                   'eval: {linf: {budgets: [0.0, 0.1], key_points: [0.1], attacks: {fgsm: {}}}}\n')
     run = tmp_path / 'run'
     assert main(['--quiet', 'prune', str(cfg), '--out', str(run)]) == 0
     assert main(['--quiet', 'export', str(run), '--int8']) == 0

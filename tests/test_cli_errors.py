@@ -12,7 +12,7 @@ from nni_bap.cli import main
 
 TINY = {'model': 'digits_cnn', 'dense_epochs': 1, 'epochs': 1, 'total_times': 2, 'train_limit': 128, 'test_limit': 32,
         'method': 'natural', 'config_list': [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.5}],
-        'eval': {'linf': {'budgets': [0.0, 0.1], 'attacks': {'fgsm': {}}}}}
+        'eval': {'linf': {'budgets': [0.0, 0.1], 'key_points': [0.1], 'attacks': {'fgsm': {}}}}}
 
 
 def _write(tmp_path: Path, cfg, name='cfg.json') -> Path:
@@ -166,3 +166,28 @@ def test_run_folder_cannot_run_code(run_dir, tmp_path, capsys):
         (run / name).unlink()
     _one_line_error(capsys, main(['--quiet', 'eval', str(run)]), "refused global 'pathlib")
     assert not marker.exists()
+
+
+def test_config_list_naming_a_missing_layer_fails_before_training(tmp_path, capsys):
+    """NNI raises KeyError for an op_name the model lacks: one line, before the dense model is trained."""
+    cfg = {**TINY, 'config_list': [{'op_names': ['nonexist'], 'sparse_ratio': 0.5}]}
+    code = main(['--quiet', 'prune', str(_write(tmp_path, cfg)), '--out', str(tmp_path / 'run')])
+    _one_line_error(capsys, code, 'NNI rejects config_list: KeyError')
+    assert not list((tmp_path / 'run').rglob('model.pt'))
+
+
+def test_run_json_that_is_not_an_object(run_dir, tmp_path, capsys):
+    bad = tmp_path / 'bad'
+    shutil.copytree(run_dir, bad)
+    (bad / 'run.json').write_text('[1, 2]')
+    _one_line_error(capsys, main(['--quiet', 'export', str(bad)]), 'holds a list, not a dict')
+
+
+def test_empty_sweep_lists_are_refused(tmp_path, capsys):
+    """An empty --sparsities or --methods ran the dense model and wrote an empty aer.json."""
+    for flag, needle in (('--sparsities', 'numbers'), ('--methods', 'names')):
+        with pytest.raises(SystemExit) as stop:
+            main(['--quiet', 'sweep', str(_write(tmp_path, TINY)), flag, ',', '--out', str(tmp_path / 's')])
+        err = capsys.readouterr().err.strip()
+        assert stop.value.code == 2 and len(err.splitlines()) == 1 and f'expected comma-separated {needle}' in err
+    assert not (tmp_path / 's').exists()

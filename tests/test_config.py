@@ -90,7 +90,7 @@ def test_exclude_entries_and_bad_config_lists():
 
 
 def test_config_hash_ignores_eval_and_key_order():
-    a = validate_config({'epochs': 3, 'eval': {'linf': {'budgets': [0.0, 0.1], 'attacks': {'fgsm': {}}}}})
+    a = validate_config({'epochs': 3, 'eval': {'linf': {'budgets': [0.0, 0.1], 'key_points': [0.1], 'attacks': {'fgsm': {}}}}})
     b = validate_config({'epochs': 3})
     assert config_hash(a) == config_hash(dict(reversed(list(b.items()))))
     assert config_hash(a) != config_hash(validate_config({'epochs': 4}))

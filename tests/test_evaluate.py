@@ -87,7 +87,7 @@ def test_cascade_gives_the_worst_case_of_every_attack_on_every_sample(digits):
 def test_extra_classifier_side_by_side(dense_digits, digits):
     x, y = digits.x_test[:100], digits.y_test[:100]
     zero = lambda a: np.zeros(len(a), dtype=np.int64)  # a classifier that always says 0
-    spec = {'linf': {'budgets': [0.0, 0.1], 'attacks': {'fgsm': {}}}}
+    spec = {'linf': {'budgets': [0.0, 0.1], 'key_points': [0.1], 'attacks': {'fgsm': {}}}}
     rep = evaluate_robustness(dense_digits, x, y, spec, classifiers={'zero': zero}, progress=False, huge_eps=0)
     assert rep['clean_accuracy_by']['zero'] == pytest.approx(float((y == 0).float().mean()))
     assert rep['curves']['linf']['accuracy']['zero'] == [rep['clean_accuracy_by']['zero']] * 2
@@ -133,3 +133,15 @@ def test_wilson_interval_is_exact_at_the_ends_and_contains_the_estimate():
         lo, hi = wilson(k, n)
         assert 0.0 <= lo <= k / n <= hi <= 1.0
     assert wilson(0, 2000)[0] == 0.0 and wilson(2000, 2000)[1] == 1.0
+
+
+@pytest.mark.parametrize('spec, message', [
+    ({'linf': {'budgets': [0.0, 0.1], 'attacks': {'pgd': {}}}}, 'run only at key_points'),
+    ({'linf': {'budgets': [0.0, 0.1], 'key_points': [0.1], 'attacks': {'fmn': {'stepz': 3}}}}, "unexpected keyword"),
+    ({'linf': {'budgets': [0.0, 0.1], 'key_points': [0.1], 'attacks': {'pgd': {'steps': 0}}}}, 'steps must be'),
+    ({'linf': {'budgets': [0.0, 0.1], 'key_points': [0.1], 'attacks': {'apgd-ce': {'norm': 'l2'}}}}, "'norm' is set"),
+])
+def test_attacks_that_would_not_run_or_not_build_are_refused(spec, message):
+    """Every attack of a spec runs somewhere, and its settings are checked when the spec is read, not after pruning."""
+    with pytest.raises(ValueError, match=message):
+        validate_spec(spec)

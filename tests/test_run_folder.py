@@ -19,7 +19,7 @@ from nni_bap.run_folder import RunFolder
 
 TINY = {'model': 'digits_cnn', 'dense_epochs': 1, 'epochs': 1, 'total_times': 2, 'train_limit': 128, 'test_limit': 32,
         'method': 'natural', 'config_list': [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.5}],
-        'eval': {'linf': {'budgets': [0.0, 0.1], 'attacks': {'fgsm': {}}}}}
+        'eval': {'linf': {'budgets': [0.0, 0.1], 'key_points': [0.1], 'attacks': {'fgsm': {}}}}}
 
 
 def _config(tmp_path: Path, **changes) -> Path:
@@ -163,3 +163,15 @@ def test_load_model_refuses_a_model_pt_that_run_json_does_not_know(tmp_path):
     with pytest.raises(RunFolderError, match='does not match'):
         folder.load_model()
     assert 'does not match' in folder.check_prune(json.loads((run / 'run.json').read_text())['config_hash'])
+
+
+def test_dense_epochs_zero_trains_nothing():
+    """`dense_epochs: 0` is valid and must leave the model as built (it trained one epoch)."""
+    from nni_bap.models import build_model
+    from nni_bap.training import train
+    data = load_digits().subset(64, 8)
+    torch.manual_seed(0)
+    model = build_model('digits_cnn', 1, 10, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, data.train_set(), epochs=0, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
