@@ -12,20 +12,21 @@ from torch.utils.data import DataLoader
 from nni.compression.pruning import AGPPruner, LevelPruner
 
 from nni_bap import BAPPruner, finalize
-from nni_bap.attacks import PGD, DeepFool, flat_norm
 from nni_bap.data import load_digits
+from nni_bap.evaluate import evaluate_robustness
 from nni_bap.models import DigitsCNN
-from nni_bap.training import accuracy, make_evaluator, train
+from nni_bap.training import make_evaluator, train
 
 logging.basicConfig(level=logging.INFO, format='%(message)s')
 log = logging.getLogger('prune_digits')
 
 
 def robustness(model, x, y):
-    torch.manual_seed(0)
-    pgd = accuracy(model, PGD(model, eps=0.1, steps=20)(x, y), y)
-    median = float(flat_norm(DeepFool(model, steps=50).attack(x, y).eta, 'l2').median())
-    return accuracy(model, x, y), pgd, median
+    """Clean accuracy and the worst case over FMN, DeepFool and APGD at each key point (never one attack)."""
+    rep = evaluate_robustness(model, x, y, progress=False)
+    points = '  '.join(f'{k["norm"]} {k["budget"]:g}: {k["accuracy"]:.3f} [{k["interval"][0]:.3f}, '
+                       f'{k["interval"][1]:.3f}]' for k in rep['key_points'])
+    return rep['clean_accuracy'], points
 
 
 def prune(dense, data, scheduled_cls, **settings):
@@ -51,8 +52,8 @@ def main():
     x, y = data.x_test, data.y_test
     for name, model in [('dense', dense), ('natural AGP', prune(dense, data, AGPPruner)),
                         ('BAP', prune(dense, data, BAPPruner, cutoff='adaptive', scale=1.0))]:
-        clean, pgd, median = robustness(model, x, y)
-        log.info('%-12s clean %.3f  PGD-0.1 %.3f  median DeepFool L2 %.3f', name, clean, pgd, median)
+        clean, points = robustness(model, x, y)
+        log.info('%-12s clean %.3f  worst case %s (n=%d)', name, clean, points, len(y))
 
 
 if __name__ == '__main__':
