@@ -22,7 +22,7 @@ from .report import write_aer
 from .rows import aer_row
 from .run_folder import RunFolder
 
-__all__ = ['run_sweep', 'sweep_plan']
+__all__ = ['ensure_run', 'run_config', 'run_sweep', 'sweep_plan']
 
 _logger = logging.getLogger(__name__)
 Combo = Tuple[str, int, str, float]
@@ -38,19 +38,19 @@ def sweep_plan(base: Dict, sparsities: Sequence[float], methods: Sequence[str], 
         parse_method(m, base)
     combos = [(p, seed, m, float(sp)) for p in processes for seed in seeds for m in methods for sp in sparsities]
     for process, seed, method, sp in combos:
-        validate_config(_run_config(base, process, seed, method, sp))
+        validate_config(run_config(base, process, seed, method, sp))
     if method_major:
         combos.sort(key=lambda c: (list(methods).index(c[2]), c[1], c[3]))
     return combos
 
 
-def _run_config(base: Dict, process: str, seed: int, method: str, sparsity: float) -> Dict:
+def run_config(base: Dict, process: str, seed: int, method: str, sparsity: float) -> Dict:
     schedule, fraction = parse_process(process, base['schedule_fraction'])
     return with_sparsity({**base, 'seed': seed, 'schedule': schedule, 'schedule_fraction': fraction,
                           'method': method}, sparsity)
 
 
-def _ensure_run(folder: RunFolder, cfg: Dict, data: DataSplit, dense: Callable[[], nn.Module], export: bool,
+def ensure_run(folder: RunFolder, cfg: Dict, data: DataSplit, dense: Callable[[], nn.Module], export: bool,
                 progress: bool, resume: bool) -> str:
     """Bring one run folder up to date: the first stale stage and every stage after it are redone.
 
@@ -79,7 +79,7 @@ def _dense_rows(base: Dict, seeds: Sequence[int], data: DataSplit, out: Path, pr
         cfg = {**base, 'seed': seed}
         dense = dense_model(cfg, data, out / 'cache', progress)
         folder = save_dense_run(cfg, dense, out / f'dense-seed{seed}', data)
-        _ensure_run(folder, {**cfg, 'method': 'natural'}, data, lambda: dense, export, progress, resume=True)
+        ensure_run(folder, {**cfg, 'method': 'natural'}, data, lambda: dense, export, progress, resume=True)
         rows.append(aer_row(folder.path, out))
     return rows
 
@@ -99,14 +99,14 @@ def run_sweep(cfg: Dict, sparsities: Sequence[float], methods: Sequence[str], ou
 
     @lru_cache(maxsize=None)
     def dense(process: str, seed: int) -> nn.Module:
-        return dense_model(_run_config(base, process, seed, 'natural', 0.5), data, out / 'cache', progress)
+        return dense_model(run_config(base, process, seed, 'natural', 0.5), data, out / 'cache', progress)
 
     rows = []
     for process, seed, method, sp in combos:
         start = time.perf_counter()
         folder = RunFolder(out / f'{process}-seed{seed}' / f'{method}-{sp:g}')
-        rcfg = _run_config(base, process, seed, method, sp)
-        done = _ensure_run(folder, rcfg, data, lambda: dense(process, seed), export, progress, resume)
+        rcfg = run_config(base, process, seed, method, sp)
+        done = ensure_run(folder, rcfg, data, lambda: dense(process, seed), export, progress, resume)
         row = aer_row(folder.path, out, process=process)
         rows.append(row)
         _logger.info('%s/%s sparsity %g (%s): clean %.4f, AUC %s (%.1f s)', process, method, sp, done,

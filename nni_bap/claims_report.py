@@ -1,0 +1,238 @@
+"""Results of a claims grid (``examples/reproduce_paper.py``): tables, figures, ``claims.json`` and README.
+
+:func:`render_readme` is a pure function of rows and verdicts (tested on hand-made inputs); :func:`write_results`
+collects the finished runs of a work folder, checking each is consistent with its config before using it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .atomic import sha256_json, write_json, write_text
+from .claims import CRITERIA, MIN_SEEDS, aer_score, bootstrap_mean, evaluate_claims
+from .report import _plt, save_figure, write_aer
+
+__all__ = ['collect_rows', 'method_table', 'plot_claims', 'plot_methods', 'render_readme', 'write_results']
+
+_logger = logging.getLogger(__name__)
+LABELS = {'natural': 'natural AGP', 'adversarial-fgsm0.1': 'FGSM-RS 0.1', 'adversarial-pgd0.1': 'PGD-10 0.1',
+          'bap': 'BAP (adaptive)', 'adversarial-fgsm0.3': 'FGSM-RS 0.3', 'bap-c1.0': 'BAP cutoff 1',
+          'bap-c3.0': 'BAP cutoff 3'}
+METRICS = (('clean', lambda r: r['clean_accuracy']), ('linf', lambda r: r['robust_auc']['linf']),
+           ('l2', lambda r: r['robust_auc']['l2']), ('linf@0.1', lambda r: _key(r, 'linf', 0.1)),
+           ('l2@1.5', lambda r: _key(r, 'l2', 1.5)), ('A', aer_score))
+
+
+def _key(row: Dict, norm: str, budget: float) -> float:
+    hits = [k['accuracy'] for k in row['key_points'] if k['norm'] == norm and abs(k['budget'] - budget) < 1e-9]
+    return hits[0] if hits else float('nan')
+
+
+def _order(methods) -> List[str]:
+    known = list(LABELS)
+    return sorted(set(methods), key=lambda m: (known.index(m) if m in known else len(known), m))
+
+
+def method_table(rows: Sequence[Dict]) -> List[Dict]:
+    """Per (sparsity, method): n runs and, per metric, the mean with a bootstrap 95% interval over the runs."""
+    out = []
+    for sp in sorted({r['sparsity'] for r in rows}, reverse=True):
+        for m in _order(r['method'] for r in rows if r['sparsity'] == sp):
+            sel = [r for r in rows if r['sparsity'] == sp and r['method'] == m]
+            entry = {'sparsity': sp, 'method': m, 'n': len(sel)}
+            for name, f in METRICS:
+                mean, low, high = bootstrap_mean([f(r) for r in sel])
+                entry[name] = {'mean': mean, 'interval': [low, high]}
+            out.append(entry)
+    return out
+
+
+def _cell(v: Dict) -> str:
+    if not np.isfinite(v['mean']):
+        return 'n/a'
+    return f'{v["mean"]:.3f} [{v["interval"][0]:.3f}, {v["interval"][1]:.3f}]'
+
+
+def _table_lines(table: List[Dict]) -> List[str]:
+    lines = []
+    for sp in sorted({t['sparsity'] for t in table}, reverse=True):
+        title = 'Dense reference' if sp == 0 else f'Sparsity {sp:g}'
+        lines += ['', f'### {title}', '', '| method | runs | clean | Linf AUC | L2 AUC | Linf 0.1 | L2 1.5 | A |',
+                  '|---|---|---|---|---|---|---|---|']
+        for t in (t for t in table if t['sparsity'] == sp):
+            cells = ' | '.join(_cell(t[k]) for k, _ in METRICS)
+            lines.append(f'| {LABELS.get(t["method"], t["method"])} | {t["n"]} | {cells} |')
+    return lines
+
+
+def _stat_line(s: Dict) -> str:
+    if not s['n']:
+        return f'- {s["name"]}: no unit finished: **inconclusive**'
+    why = f' ({s["reason"]})' if s.get('reason') else ''
+    return (f'- {s["name"]}: mean {s["mean"]:+.4f}, 95% interval [{s["interval"][0]:+.4f}, {s["interval"][1]:+.4f}], '
+            f'{s["n"]} units over {s["seeds"]} seeds: **{s["verdict"]}**{why}')
+
+
+def render_readme(rows: Sequence[Dict], dense: Sequence[Dict], verdicts: Dict, grid: Dict, config: Dict,
+                  command: str, seconds: Optional[float], missing: Sequence[str]) -> str:
+    """The results README: status, setting, the criteria (before any number), verdicts, tables."""
+    lines = ['# The BAP paper\'s claims on MNIST / LeNet-5, measured', '']
+    if missing:
+        shown = ', '.join(missing[:8]) + (f' and {len(missing) - 8} more' if len(missing) > 8 else '')
+        lines += [f'**Partial: {len(missing)} of the grid\'s runs have not finished ({shown}); every statistic uses '
+                  'only the units whose runs all finished, and says how many.**', '']
+    wall = f'{seconds / 60:.1f} min wall (first job start to last job end)' if seconds else 'wall time not recorded'
+    lines += [f'Command: `{command}`; {wall}; {len(rows)} pruned models and {len(dense)} dense references, each '
+              'exported to ONNX and evaluated by the worst case over FMN, APGD-CE and APGD-DLR (and DeepFool for L2).',
+              '', '## Setting', '',
+              f'{config["model"]} on {config["dataset"]}, trained from scratch for {config["epochs"]} epochs '
+              f'(batch {config["batch_size"]}, lr {config["lr"]}); the sparsity schedule spans the share of training '
+              f'after `@` in the process name ({", ".join(grid["processes"])}) in {config["total_times"]} updates, '
+              'then fine-tuning at the final sparsity. Sparsities '
+              f'{", ".join(f"{s:g}" for s in grid["sparsities"])}; seeds {", ".join(map(str, grid["seeds"]))}; '
+              f'methods in every cell: {", ".join(LABELS.get(m, m) for m in grid["core"])}; at '
+              f'{grid["claim2_process"]} also {", ".join(LABELS.get(m, m) for m in grid["claim2"])}. The dense '
+              f'reference trains {config["epochs"]} epochs too. Evaluation on {config.get("test_limit") or "all"} test '
+              'images; AUC = area under worst-case accuracy vs budget over the budget range (Linf 0-0.3, L2 0-3).',
+              '', '## Criteria (fixed before the runs)', '',
+              f'Verdicts need {MIN_SEEDS} seeds. R = (Linf AUC + L2 AUC) / 2, A = (clean + Linf AUC + L2 AUC) / 3; '
+              'intervals are percentile bootstraps (10,000 resamples) over the units of each statistic.', '']
+    lines += [f'{i}. {CRITERIA[c]}' for i, c in enumerate(('claim1', 'claim2', 'claim3'), 1)]
+    lines += ['', '## Verdicts', '']
+    for i, c in enumerate(('claim1', 'claim2', 'claim3'), 1):
+        lines += [f'**Claim {i}: {verdicts[c]["verdict"]}.**', ''] + [_stat_line(s) for s in verdicts[c]['statistics']]
+        lines.append('')
+    lines += ['## Clean accuracy and worst-case robustness', '',
+              'Mean over the runs (processes x seeds) with a bootstrap 95% interval; Linf 0.1 and L2 1.5 are '
+              'worst-case robust accuracies at those budgets.'] + _table_lines(method_table(list(rows) + list(dense)))
+    lines += ['', '## Files', '', '`aer.json` / `aer.csv` (every run), `dense.json`, `claims.json` (the statistics '
+              'above), `summary.json` (the tables), `claims.png` (each statistic with its interval), `methods.png` '
+              '(clean and worst-case AUCs per method and sparsity), `curves.png` (worst-case accuracy vs budget).']
+    return '\n'.join(lines) + '\n'
+
+
+def _finished(folder, cfg: Dict, input_shape: Tuple[int, ...]) -> bool:
+    """The run folder holds a pruned/trained model, export and report all consistent with ``cfg``."""
+    from .config import config_hash
+    from .jobs import run_spec
+    if not (folder.path / 'report.json').is_file():
+        return False
+    spec = sha256_json(run_spec(cfg, input_shape))
+    return not (folder.check_prune(config_hash(cfg)) or folder.check_export() or folder.check_report(spec, onnx=True))
+
+
+def collect_rows(work: Path, grid: Dict, config: Dict) -> Tuple[List[Dict], List[Dict], List[str]]:
+    """(pruned rows, dense rows, names of the grid's runs not finished) of a work folder."""
+    from .config import validate_config
+    from .jobs import load_data
+    from .run_folder import RunFolder
+    from .rows import aer_row
+    from .sweep import run_config
+    base = validate_config(config)
+    shape = tuple(load_data(base).input_shape)
+    rows, dense, missing = [], [], []
+    for seed in grid['seeds']:
+        folder = RunFolder(work / f'dense-seed{seed}')
+        cfg = {**base, 'seed': seed, 'dense_epochs': base['epochs'], 'method': 'natural'}
+        (dense.append(aer_row(folder.path, work)) if _finished(folder, cfg, shape)
+         else missing.append(folder.path.name))
+    for process in grid['processes']:
+        for seed in grid['seeds']:
+            for m in grid['core'] + (grid['claim2'] if process == grid['claim2_process'] else []):
+                for sp in grid['sparsities']:
+                    name = f'{process}-seed{seed}/{m}-{sp:g}'
+                    folder, cfg = RunFolder(work / name), run_config(base, process, seed, m, sp)
+                    (rows.append(aer_row(folder.path, work, process=process)) if _finished(folder, cfg, shape)
+                     else missing.append(name))
+    return rows, dense, missing
+
+
+def plot_claims(verdicts: Dict, path: Path) -> None:
+    """Each statistic as a point with its 95% interval; green above 0 (supported), red below, grey otherwise."""
+    plt = _plt()
+    stats = [(c, s) for c in ('claim1', 'claim2', 'claim3') for s in verdicts[c]['statistics'] if s['n']]
+    fig, ax = plt.subplots(figsize=(8, 0.55 * max(len(stats), 1) + 1.2))
+    colour = {'supported': 'tab:green', 'contradicted': 'tab:red', 'inconclusive': 'tab:grey'}
+    for i, (c, s) in enumerate(stats):
+        ax.errorbar(s['mean'], i, xerr=[[s['mean'] - s['interval'][0]], [s['interval'][1] - s['mean']]], fmt='o',
+                    color=colour[s['verdict']], capsize=3)
+    ax.axvline(0, color='black', lw=0.8)
+    ax.set_yticks(range(len(stats)), [f'{c[-1]}: {s["name"]}' for c, s in stats], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel('mean paired difference (95% bootstrap interval); > 0 favours the claim')
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_methods(table: List[Dict], path: Path) -> None:
+    """Clean accuracy and worst-case AUCs per method, one panel per sparsity, with intervals."""
+    plt = _plt()
+    sps = sorted({t['sparsity'] for t in table if t['sparsity'] > 0}, reverse=True)
+    fig, axes = plt.subplots(1, max(len(sps), 1), figsize=(5 * max(len(sps), 1), 3.8), squeeze=False)
+    for ax, sp in zip(axes[0], sps):
+        sel = [t for t in table if t['sparsity'] == sp]
+        for j, (metric, shift) in enumerate((('clean', -0.2), ('linf', 0.0), ('l2', 0.2))):
+            for i, t in enumerate(sel):
+                v = t[metric]
+                ax.errorbar(i + shift, v['mean'], yerr=[[v['mean'] - v['interval'][0]], [v['interval'][1] - v['mean']]],
+                            fmt='os^'[j], color=f'C{j}', capsize=2, label=metric if i == 0 else None)
+        ax.set_xticks(range(len(sel)), [LABELS.get(t['method'], t['method']) for t in sel], rotation=30, fontsize=7,
+                      ha='right')
+        ax.set_title(f'sparsity {sp:g}')
+        ax.set_ylim(0, 1)
+    axes[0][0].legend(fontsize=7, title='clean / worst-case AUC', title_fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_curves(rows: Sequence[Dict], path: Path) -> None:
+    """Worst-case accuracy vs budget, mean over runs, per method; rows of panels per sparsity, columns per norm."""
+    plt = _plt()
+    sps = sorted({r['sparsity'] for r in rows}, reverse=True)
+    fig, axes = plt.subplots(max(len(sps), 1), 2, figsize=(10, 3.2 * max(len(sps), 1)), squeeze=False)
+    for ax_row, sp in zip(axes, sps):
+        for ax, norm in zip(ax_row, ('linf', 'l2')):
+            for m in _order(r['method'] for r in rows if r['sparsity'] == sp):
+                sel = [r for r in rows if r['sparsity'] == sp and r['method'] == m]
+                ax.plot(sel[0]['curves'][norm]['budgets'], np.mean([r['curves'][norm]['accuracy'] for r in sel], 0),
+                        label=LABELS.get(m, m))
+            ax.set_title(f'sparsity {sp:g}, {norm}', fontsize=9)
+            ax.set_xlabel(f'{norm} budget')
+            ax.set_ylabel('worst-case accuracy')
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _wall(work: Path) -> Optional[float]:
+    path = work / 'jobs.jsonl'
+    if not path.is_file():
+        return None
+    done = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    done = [d for d in done if d['done'] != 'reused']
+    return max(d['end'] for d in done) - min(d['start'] for d in done) if done else None
+
+
+def write_results(work: Path, out: Path, grid: Dict, config: Dict, command: str) -> Dict:
+    """Collect the finished runs of ``work`` and write the results folder ``out``; returns the verdicts."""
+    rows, dense, missing = collect_rows(Path(work), grid, config)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    verdicts = evaluate_claims(rows, grid)
+    table = method_table(list(rows) + list(dense))
+    write_aer(rows, out)
+    write_json(out / 'dense.json', dense)
+    write_json(out / 'claims.json', verdicts)
+    write_json(out / 'summary.json', {'table': table, 'missing': missing, 'wall_seconds': _wall(Path(work))})
+    if rows:
+        plot_claims(verdicts, out / 'claims.png')
+        plot_methods(table, out / 'methods.png')
+        plot_curves(rows, out / 'curves.png')
+    write_text(out / 'README.md', render_readme(rows, dense, verdicts, grid, config, command, _wall(Path(work)),
+                                                missing))
+    _logger.info('results in %s: %s', out, {c: v['verdict'] for c, v in verdicts.items()})
+    return verdicts
