@@ -25,6 +25,8 @@ LABELS = {'natural': 'natural AGP', 'adversarial-fgsm0.1': 'FGSM-RS 0.1', 'adver
 METRICS = (('clean', lambda r: r['clean_accuracy']), ('linf', lambda r: r['robust_auc']['linf']),
            ('l2', lambda r: r['robust_auc']['l2']), ('linf@0.1', lambda r: _key(r, 'linf', 0.1)),
            ('l2@1.5', lambda r: _key(r, 'l2', 1.5)), ('A', aer_score))
+#: Shown as a mean only: seconds of pruning (training included) per run, one thread.
+SECONDS = ('prune_s', lambda r: r.get('prune_seconds') or float('nan'))
 
 
 def _key(row: Dict, norm: str, budget: float) -> float:
@@ -44,9 +46,9 @@ def method_table(rows: Sequence[Dict]) -> List[Dict]:
         for m in _order(r['method'] for r in rows if r['sparsity'] == sp):
             sel = [r for r in rows if r['sparsity'] == sp and r['method'] == m]
             entry = {'sparsity': sp, 'method': m, 'n': len(sel)}
-            for name, f in METRICS:
+            for name, f in METRICS + (SECONDS,):
                 mean, low, high = bootstrap_mean([f(r) for r in sel])
-                entry[name] = {'mean': mean, 'interval': [low, high]}
+                entry[name] = {'mean': mean, 'interval': [low, high] if len(sel) > 1 else None}
             out.append(entry)
     return out
 
@@ -54,6 +56,8 @@ def method_table(rows: Sequence[Dict]) -> List[Dict]:
 def _cell(v: Dict) -> str:
     if not np.isfinite(v['mean']):
         return 'n/a'
+    if v['interval'] is None:  # one run: no interval
+        return f'{v["mean"]:.3f}'
     return f'{v["mean"]:.3f} [{v["interval"][0]:.3f}, {v["interval"][1]:.3f}]'
 
 
@@ -61,12 +65,18 @@ def _table_lines(table: List[Dict]) -> List[str]:
     lines = []
     for sp in sorted({t['sparsity'] for t in table}, reverse=True):
         title = 'Dense reference' if sp == 0 else f'Sparsity {sp:g}'
-        lines += ['', f'### {title}', '', '| method | runs | clean | Linf AUC | L2 AUC | Linf 0.1 | L2 1.5 | A |',
-                  '|---|---|---|---|---|---|---|---|']
+        lines += ['', f'### {title}', '', '| method | runs | clean | Linf AUC | L2 AUC | Linf 0.1 | L2 1.5 | A | '
+                  'pruning s |', '|---|---|---|---|---|---|---|---|---|']
         for t in (t for t in table if t['sparsity'] == sp):
             cells = ' | '.join(_cell(t[k]) for k, _ in METRICS)
-            lines.append(f'| {LABELS.get(t["method"], t["method"])} | {t["n"]} | {cells} |')
+            secs = f'{t["prune_s"]["mean"]:.0f}' if np.isfinite(t['prune_s']['mean']) else 'n/a'
+            lines.append(f'| {LABELS.get(t["method"], t["method"])} | {t["n"]} | {cells} | {secs} |')
     return lines
+
+
+def _start(config: Dict) -> str:
+    n = config['dense_epochs']
+    return f'trained dense for {n} epochs (one model per seed)' if n else 'from scratch'
 
 
 def _stat_line(s: Dict) -> str:
@@ -77,38 +87,76 @@ def _stat_line(s: Dict) -> str:
             f'{s["n"]} units over {s["seeds"]} seeds: **{s["verdict"]}**{why}')
 
 
-def render_readme(rows: Sequence[Dict], dense: Sequence[Dict], verdicts: Dict, grid: Dict, config: Dict,
-                  command: str, seconds: Optional[float], missing: Sequence[str]) -> str:
-    """The results README: status, setting, the criteria (before any number), verdicts, tables."""
-    lines = ['# The BAP paper\'s claims on MNIST / LeNet-5, measured', '']
+def _status_lines(rows, dense, command: str, seconds: Optional[float], missing: Sequence[str]) -> List[str]:
+    lines = []
     if missing:
         shown = ', '.join(missing[:8]) + (f' and {len(missing) - 8} more' if len(missing) > 8 else '')
         lines += [f'**Partial: {len(missing)} of the grid\'s runs have not finished ({shown}); every statistic uses '
                   'only the units whose runs all finished, and says how many.**', '']
     wall = f'{seconds / 60:.1f} min wall (first job start to last job end)' if seconds else 'wall time not recorded'
-    lines += [f'Command: `{command}`; {wall}; {len(rows)} pruned models and {len(dense)} dense references, each '
-              'exported to ONNX and evaluated by the worst case over FMN, APGD-CE and APGD-DLR (and DeepFool for L2).',
-              '', '## Setting', '',
-              f'{config["model"]} on {config["dataset"]}, trained from scratch for {config["epochs"]} epochs '
-              f'(batch {config["batch_size"]}, lr {config["lr"]}); the sparsity schedule spans the share of training '
-              f'after `@` in the process name ({", ".join(grid["processes"])}) in {config["total_times"]} updates, '
-              'then fine-tuning at the final sparsity. Sparsities '
-              f'{", ".join(f"{s:g}" for s in grid["sparsities"])}; seeds {", ".join(map(str, grid["seeds"]))}; '
-              f'methods in every cell: {", ".join(LABELS.get(m, m) for m in grid["core"])}; at '
-              f'{grid["claim2_process"]} also {", ".join(LABELS.get(m, m) for m in grid["claim2"])}. The dense '
-              f'reference trains {config["epochs"]} epochs too. Evaluation on {config.get("test_limit") or "all"} test '
-              'images; AUC = area under worst-case accuracy vs budget over the budget range (Linf 0-0.3, L2 0-3).',
-              '', '## Criteria (fixed before the runs)', '',
-              f'Verdicts need {MIN_SEEDS} seeds. R = (Linf AUC + L2 AUC) / 2, A = (clean + Linf AUC + L2 AUC) / 3; '
-              'intervals are percentile bootstraps (10,000 resamples) over the units of each statistic.', '']
-    lines += [f'{i}. {CRITERIA[c]}' for i, c in enumerate(('claim1', 'claim2', 'claim3'), 1)]
-    lines += ['', '## Verdicts', '']
+    return lines + [f'Command: `{command}`; {wall}; {len(rows)} pruned models and {len(dense)} dense references, '
+                    'each exported to ONNX and evaluated by the worst case over FMN, APGD-CE and APGD-DLR (and '
+                    'DeepFool for L2).', '']
+
+
+def _setting_lines(grid: Dict, config: Dict) -> List[str]:
+    names = lambda ms: ', '.join(LABELS.get(m, m) for m in ms)
+    return ['## Setting', '',
+            f'{config["model"]} on {config["dataset"]}: {_start(config)}, then pruned and trained for '
+            f'{config["epochs"]} epochs (batch {config["batch_size"]}, lr {config["lr"]}); the sparsity schedule spans '
+            f'the share of those epochs after `@` in the process name ({", ".join(grid["processes"])}) in '
+            f'{config["total_times"]} updates, then fine-tuning at the final sparsity. Sparsities '
+            f'{", ".join(f"{s:g}" for s in grid["sparsities"])}; seeds {", ".join(map(str, grid["seeds"]))}; methods '
+            f'in every cell: {names(grid["core"])}; at {grid["claim2_process"]} also {names(grid["claim2"])}. The '
+            f'dense reference trains {config["dense_epochs"] + config["epochs"]} epochs, as many as a pruned model. '
+            f'Evaluation on {config.get("test_limit") or "all"} test images; AUC = area under worst-case accuracy '
+            'vs budget over the budget range (Linf 0-0.3, L2 0-3).', '']
+
+
+def _criteria_lines() -> List[str]:
+    return ['## Criteria (fixed before the runs)', '',
+            f'Verdicts need {MIN_SEEDS} seeds. R = (Linf AUC + L2 AUC) / 2, A = (clean + Linf AUC + L2 AUC) / 3; '
+            'intervals are percentile bootstraps (10,000 resamples) over the units of each statistic.', ''] + \
+        [f'{i}. {CRITERIA[c]}' for i, c in enumerate(('claim1', 'claim2', 'claim3'), 1)] + ['']
+
+
+def _verdict_lines(verdicts: Dict) -> List[str]:
+    lines = ['## Verdicts', '']
     for i, c in enumerate(('claim1', 'claim2', 'claim3'), 1):
         lines += [f'**Claim {i}: {verdicts[c]["verdict"]}.**', ''] + [_stat_line(s) for s in verdicts[c]['statistics']]
         lines.append('')
+    return lines
+
+
+def _regime_lines(rows: Sequence[Dict], dense: Sequence[Dict]) -> List[str]:
+    """Does natural pruning at the highest sparsity keep its clean accuracy (the regime does not collapse)?"""
+    sel = [r for r in rows if r['method'] == 'natural']
+    if not sel:
+        return []
+    top = max(r['sparsity'] for r in sel)
+    acc = [r['clean_accuracy'] for r in sel if r['sparsity'] == top]
+    lines = ['## Regime check', '', f'Natural pruning at sparsity {top:g}: clean accuracy {min(acc):.4f} to '
+             f'{max(acc):.4f} over {len(acc)} runs (mean {np.mean(acc):.4f}); '
+             f'{sum(a >= 0.95 for a in acc)} of {len(acc)} at or above 0.95.']
+    if dense:
+        d = [r['clean_accuracy'] for r in dense]
+        lines[-1] += f' Dense reference: {min(d):.4f} to {max(d):.4f} over {len(d)} seeds.'
+    return lines + ['']
+
+
+def render_readme(rows: Sequence[Dict], dense: Sequence[Dict], verdicts: Dict, grid: Dict, config: Dict,
+                  command: str, seconds: Optional[float], missing: Sequence[str], notes: Sequence[str] = ()) -> str:
+    """The results README: status, setting, the criteria (before any number), verdicts, tables, caveats."""
+    lines = ['# The BAP paper\'s claims on MNIST / LeNet-5, measured', '']
+    lines += _status_lines(rows, dense, command, seconds, missing) + _setting_lines(grid, config)
+    lines += _criteria_lines() + _verdict_lines(verdicts) + _regime_lines(rows, dense)
     lines += ['## Clean accuracy and worst-case robustness', '',
               'Mean over the runs (processes x seeds) with a bootstrap 95% interval; Linf 0.1 and L2 1.5 are '
-              'worst-case robust accuracies at those budgets.'] + _table_lines(method_table(list(rows) + list(dense)))
+              'worst-case robust accuracies at those budgets; pruning s: mean seconds of pruning and training per '
+              'run (one thread, two workers sharing 2 cores; the dense reference is not timed).']
+    lines += _table_lines(method_table(list(rows) + list(dense)))
+    if notes:
+        lines += ['', '## Caveats', ''] + [f'- {n}' for n in notes]
     lines += ['', '## Files', '', '`aer.json` / `aer.csv` (every run), `dense.json`, `claims.json` (the statistics '
               'above), `summary.json` (the tables), `claims.png` (each statistic with its interval), `methods.png` '
               '(clean and worst-case AUCs per method and sparsity), `curves.png` (worst-case accuracy vs budget).']
@@ -137,7 +185,7 @@ def collect_rows(work: Path, grid: Dict, config: Dict) -> Tuple[List[Dict], List
     rows, dense, missing = [], [], []
     for seed in grid['seeds']:
         folder = RunFolder(work / f'dense-seed{seed}')
-        cfg = {**base, 'seed': seed, 'dense_epochs': base['epochs'], 'method': 'natural'}
+        cfg = {**base, 'seed': seed, 'dense_epochs': base['dense_epochs'] + base['epochs'], 'method': 'natural'}
         (dense.append(aer_row(folder.path, work)) if _finished(folder, cfg, shape)
          else missing.append(folder.path.name))
     for process in grid['processes']:
@@ -178,7 +226,8 @@ def plot_methods(table: List[Dict], path: Path) -> None:
         for j, (metric, shift) in enumerate((('clean', -0.2), ('linf', 0.0), ('l2', 0.2))):
             for i, t in enumerate(sel):
                 v = t[metric]
-                ax.errorbar(i + shift, v['mean'], yerr=[[v['mean'] - v['interval'][0]], [v['interval'][1] - v['mean']]],
+                err = [[v['mean'] - v['interval'][0]], [v['interval'][1] - v['mean']]] if v['interval'] else None
+                ax.errorbar(i + shift, v['mean'], yerr=err,
                             fmt='os^'[j], color=f'C{j}', capsize=2, label=metric if i == 0 else None)
         ax.set_xticks(range(len(sel)), [LABELS.get(t['method'], t['method']) for t in sel], rotation=30, fontsize=7,
                       ha='right')
@@ -217,8 +266,10 @@ def _wall(work: Path) -> Optional[float]:
     return max(d['end'] for d in done) - min(d['start'] for d in done) if done else None
 
 
-def write_results(work: Path, out: Path, grid: Dict, config: Dict, command: str) -> Dict:
+def write_results(work: Path, out: Path, grid: Dict, config: Dict, command: str, notes: Sequence[str] = ()) -> Dict:
     """Collect the finished runs of ``work`` and write the results folder ``out``; returns the verdicts."""
+    from .config import validate_config
+    config = validate_config(config)
     rows, dense, missing = collect_rows(Path(work), grid, config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -233,6 +284,6 @@ def write_results(work: Path, out: Path, grid: Dict, config: Dict, command: str)
         plot_methods(table, out / 'methods.png')
         plot_curves(rows, out / 'curves.png')
     write_text(out / 'README.md', render_readme(rows, dense, verdicts, grid, config, command, _wall(Path(work)),
-                                                missing))
+                                                missing, notes))
     _logger.info('results in %s: %s', out, {c: v['verdict'] for c, v in verdicts.items()})
     return verdicts

@@ -53,29 +53,40 @@ class PruneResult:
     resumed_from: Optional[int] = None
 
 
-def _targets(pruner) -> Dict[str, Tuple[float, str]]:
-    """Layer name -> (target sparsity, granularity) of every weight an NNI pruner masks."""
-    return {name: (float(ts['weight'].sparse_ratio), str(ts['weight'].granularity))
+def _targets(pruner) -> Dict[str, Tuple]:
+    """Layer name -> (target sparsity, granularity, global group id or None) of every weight NNI masks."""
+    return {name: (float(ts['weight'].sparse_ratio), str(ts['weight'].granularity), ts['weight'].global_group_id)
             for name, ts in pruner._target_spaces.items() if 'weight' in ts}
 
 
-def check_sparsity(masks, targets: Dict[str, Tuple[float, str]], tolerance: float = SPARSITY_TOLERANCE) -> Dict[str, float]:
-    """Measured sparsity of every masked weight against its target.
+def _measured(mask, granularity: str) -> Tuple[float, float, float]:
+    """(zeros, elements, pruning units) of one weight mask (a missing mask has no zeros)."""
+    if mask is None:
+        return 0.0, 0.0, 1.0
+    n = float(mask.numel())
+    return float((mask == 0).sum()), n, float(mask.shape[0] if 'channel' in granularity else n)
 
-    A layer may miss its target by ``tolerance`` plus one pruning unit (one output channel for
+
+def check_sparsity(masks, targets: Dict[str, Tuple], tolerance: float = SPARSITY_TOLERANCE) -> Dict[str, float]:
+    """Measured sparsity of every masked weight, or of every global group (``global_group_id``), against its target.
+
+    A layer (a group) may miss its target by ``tolerance`` plus one pruning unit (one output channel for
     channel pruning, one weight otherwise). Returns ``{'target': ..., 'measured': ...}`` over all
-    weights; raises :class:`~nni_bap.errors.SparsityError` naming the first layer that misses.
+    weights; raises :class:`~nni_bap.errors.SparsityError` naming the first layer or group that misses.
     """
+    checks: Dict[str, list] = {}  # what is checked -> [zeros, elements, units, target]
     zeros = total = expected = 0.0
-    for name, (ratio, granularity) in sorted(targets.items()):
-        mask = (masks.get(name) or {}).get('weight')
-        got = 0.0 if mask is None else float((mask == 0).float().mean())
-        n = float(mask.numel()) if mask is not None else 0.0
-        units = mask.shape[0] if mask is not None and 'channel' in granularity else max(n, 1.0)
-        if abs(got - ratio) > tolerance + 1.0 / units:
-            raise SparsityError(f'layer {name} reached sparsity {got:.3f}, target {ratio:.3f}: the schedule did not '
+    for name, (ratio, granularity, *group) in sorted(targets.items()):
+        z, n, units = _measured((masks.get(name) or {}).get('weight'), granularity)
+        key = f'global group {group[0]}' if group and group[0] is not None else f'layer {name}'
+        c = checks.setdefault(key, [0.0, 0.0, 0.0, ratio])
+        c[0], c[1], c[2] = c[0] + z, c[1] + n, c[2] + units
+        zeros, total, expected = zeros + z, total + n, expected + ratio * n
+    for key, (z, n, units, ratio) in checks.items():
+        got = z / n if n else 0.0
+        if abs(got - ratio) > tolerance + 1.0 / max(units, 1.0):
+            raise SparsityError(f'{key} reached sparsity {got:.3f}, target {ratio:.3f}: the schedule did not '
                                 'finish (more epochs or a larger schedule_fraction) or the pruner cannot reach it')
-        zeros, total, expected = zeros + got * n, total + n, expected + ratio * n
     return {'target': expected / total if total else 0.0, 'measured': zeros / total if total else 0.0}
 
 

@@ -11,8 +11,8 @@ from nni_bap.claims_report import method_table, render_readme
 GRID = {'processes': ['agp@0.667', 'linear@0.667'], 'sparsities': [0.95, 0.8], 'seeds': [0, 1, 2],
         'core': ['natural', 'bap', 'adversarial-fgsm0.1', 'adversarial-pgd0.1'],
         'claim2': ['adversarial-fgsm0.3', 'bap-c1.0', 'bap-c3.0'], 'claim2_process': 'agp@0.667'}
-CONFIG = {'model': 'lenet5', 'dataset': 'mnist', 'epochs': 15, 'batch_size': 128, 'lr': 0.001, 'total_times': 10,
-          'test_limit': 2000}
+CONFIG = {'model': 'lenet5', 'dataset': 'mnist', 'dense_epochs': 8, 'epochs': 15, 'batch_size': 128, 'lr': 0.001,
+          'total_times': 10, 'test_limit': 2000}
 
 
 def _row(method, process, seed, sp, clean, linf, l2):
@@ -134,7 +134,8 @@ def test_missing_runs_leave_their_units_out():
 
 def _readme(rows, missing):
     dense = [_row('dense', '-', s, 0.0, 0.98, 0.3, 0.4) for s in (0, 1, 2)]
-    return render_readme(rows, dense, evaluate_claims(rows, GRID), GRID, CONFIG, 'cmd', 3600.0, missing)
+    return render_readme(rows, dense, evaluate_claims(rows, GRID), GRID, CONFIG, 'cmd', 3600.0, missing,
+                         notes=['a caveat'])
 
 
 @pytest.mark.parametrize('case', ['complete', 'partial', 'empty'])
@@ -148,6 +149,8 @@ def test_results_readme_has_no_empty_list_artefacts(case):
     # the criteria come before any number of the verdicts
     assert text.index(CRITERIA['claim1'][:40]) < text.index('**Claim 1:')
     assert ('Partial' in text) == bool(missing)
+    assert '## Caveats' in text and '- a caveat' in text
+    assert ('## Regime check' in text) == bool(rows)
     if case == 'partial':
         assert 'and 22 more' in text
 
@@ -159,3 +162,35 @@ def test_method_table_means_and_counts():
     assert nat['linf']['mean'] == pytest.approx(0.35 + 0.002, abs=1e-9)
     extra = [t for t in table if t['method'] == 'bap-c1.0' and t['sparsity'] == 0.95][0]
     assert extra['n'] == 3
+
+
+def test_write_results_collects_consistent_runs_of_a_real_sweep(tmp_path):
+    """A tiny digits grid run by the sweep: finished runs become rows, a run whose config changed does not."""
+    import json
+
+    from nni_bap.claims_report import write_results
+    from nni_bap.sweep import run_sweep
+    cfg = {'model': 'digits_cnn', 'dataset': 'digits', 'dense_epochs': 1, 'epochs': 1, 'total_times': 2,
+           'train_limit': 128, 'test_limit': 32,
+           'config_list': [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.5}],
+           'eval': {'linf': {'budgets': [0.0, 0.1], 'key_points': [0.1], 'attacks': {'fgsm': {}}},
+                    'l2': {'budgets': [0.0, 0.5], 'key_points': [0.5], 'attacks': {'deepfool': {'steps': 5}}}}}
+    grid = {'processes': ['agp@0.5'], 'sparsities': [0.5], 'seeds': [0], 'core': ['natural', 'bap'], 'claim2': [],
+            'claim2_process': 'agp@0.5'}
+    work = tmp_path / 'work'
+    run_sweep(cfg, [0.5], ['natural', 'bap'], work, progress=False, processes=['agp@0.5'])
+    out = tmp_path / 'results'
+    verdicts = write_results(work, out, grid, cfg, 'cmd', ['a caveat'])
+    rows = json.loads((out / 'aer.json').read_text())
+    assert sorted(r['method'] for r in rows) == ['bap', 'natural'] and all(r['sparsity'] == 0.5 for r in rows)
+    summary = json.loads((out / 'summary.json').read_text())
+    assert summary['missing'] == ['dense-seed0']  # the sweep's dense run trained 1 epoch, not 1 + 1
+    assert all(v['verdict'] == 'inconclusive' for v in verdicts.values())  # one seed
+    text = (out / 'README.md').read_text()
+    assert 'Partial: 1 of' in text and '| natural AGP | 1 |' in text
+    for png in ('claims.png', 'methods.png', 'curves.png'):
+        assert (out / png).stat().st_size > 1000
+    # a run whose config no longer matches the grid's is not used
+    (work / 'agp@0.5-seed0' / 'bap-0.5' / 'report.json').write_text('{}')
+    write_results(work, out, grid, cfg, 'cmd')
+    assert [r['method'] for r in json.loads((out / 'aer.json').read_text())] == ['natural']

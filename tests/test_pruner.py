@@ -154,3 +154,35 @@ def test_bap_more_robust_than_natural_at_08(dense_digits, digits):
     assert bap['median_l2'] > nat['median_l2'] * 1.1, out
     assert bap['pgd'] > nat['pgd'] + 0.03, out
     assert abs(bap['clean'] - nat['clean']) <= 0.03, out
+
+
+def _mask(n: int, zeros: int) -> torch.Tensor:
+    m = torch.ones(n)
+    m[:zeros] = 0
+    return m
+
+
+def test_sparsity_check_judges_a_global_group_as_a_whole():
+    from nni_bap.errors import SparsityError
+    from nni_bap.methods import check_sparsity
+    masks = {'a': {'weight': _mask(100, 90)}, 'b': {'weight': _mask(100, 100)}}  # 0.90 and 1.00: 0.95 together
+    grouped = {'a': (0.95, 'element', 0), 'b': (0.95, 'element', 0)}
+    assert check_sparsity(masks, grouped) == pytest.approx({'target': 0.95, 'measured': 0.95})
+    with pytest.raises(SparsityError, match='layer a reached sparsity 0.900, target 0.950'):
+        check_sparsity(masks, {'a': (0.95, 'element', None), 'b': (0.95, 'element', None)})
+    short = {'a': {'weight': _mask(100, 50)}, 'b': {'weight': _mask(100, 100)}}
+    with pytest.raises(SparsityError, match='global group 0 reached sparsity 0.750'):
+        check_sparsity(short, grouped)
+
+
+def test_global_sparsity_prunes_lenet_to_its_target(digits):
+    """NNI's global_group_id spreads one sparsity over the layers; the run keeps the overall target."""
+    from nni_bap.methods import prune
+    from nni_bap.models import build_model
+    torch.manual_seed(0)
+    model = build_model('digits_cnn', in_channels=1, input_size=8, num_classes=10)
+    cfg = [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.8, 'global_group_id': 0}]
+    result = prune(model, digits.train_set(), cfg, method='natural', epochs=1, total_times=2, progress=False)
+    per_layer = [float((m['weight'] == 0).float().mean()) for m in result.masks.values()]
+    assert result.sparsity['measured'] == pytest.approx(0.8, abs=0.01)
+    assert max(per_layer) - min(per_layer) > 0.05  # not uniform: the allocation was global
