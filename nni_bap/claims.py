@@ -133,7 +133,7 @@ def claim2(ix: Dict, grid: Dict) -> Dict:
     pairs = {'adversarial': ('adversarial-fgsm0.1', 'adversarial-fgsm0.3'), 'bap': ('bap-c1.0', 'bap-c3.0')}
     need = [m for pair in pairs.values() for m in pair]
     units = []
-    for sp in grid['sparsities']:
+    for sp in grid.get('claim2_sparsities', grid['sparsities']):
         for s in grid['seeds']:
             if _has(ix, need, [p], s, sp):
                 gap = {k: abs(aer_score(ix[(hi, p, s, sp)]) - aer_score(ix[(lo, p, s, sp)]))
@@ -159,6 +159,7 @@ def claim3(ix: Dict, grid: Dict, baselines: Sequence[str] = ('adversarial-fgsm0.
 
 
 def evaluate_claims(rows: Sequence[Dict], grid: Dict) -> Dict[str, Dict]:
-    """The three claims on ``rows`` of the ``grid`` (``processes``, ``sparsities``, ``seeds``, ``claim2_process``)."""
+    """The three claims on ``rows`` of the ``grid`` (``processes``, ``sparsities``, ``seeds``, ``claim2_process``,
+    optionally ``claim2_sparsities``: claim 2's sparsities, by default all)."""
     ix = _index(rows)
     return {'claim1': claim1(ix, grid), 'claim2': claim2(ix, grid), 'claim3': claim3(ix, grid)}

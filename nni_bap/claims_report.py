@@ -107,7 +107,9 @@ def _setting_lines(grid: Dict, config: Dict) -> List[str]:
             f'the share of those epochs after `@` in the process name ({", ".join(grid["processes"])}) in '
             f'{config["total_times"]} updates, then fine-tuning at the final sparsity. Sparsities '
             f'{", ".join(f"{s:g}" for s in grid["sparsities"])}; seeds {", ".join(map(str, grid["seeds"]))}; methods '
-            f'in every cell: {names(grid["core"])}; at {grid["claim2_process"]} also {names(grid["claim2"])}. The '
+            f'in every cell: {names(grid["core"])}; at {grid["claim2_process"]} and sparsity '
+            f'{", ".join(f"{s:g}" for s in grid.get("claim2_sparsities", grid["sparsities"]))} also '
+            f'{names(grid["claim2"])}. The '
             f'dense reference trains {config["dense_epochs"] + config["epochs"]} epochs, as many as a pruned model. '
             f'Evaluation on {config.get("test_limit") or "all"} test images; AUC = area under worst-case accuracy '
             'vs budget over the budget range (Linf 0-0.3, L2 0-3).', '']
@@ -191,7 +193,8 @@ def collect_rows(work: Path, grid: Dict, config: Dict) -> Tuple[List[Dict], List
     for process in grid['processes']:
         for seed in grid['seeds']:
             for m in grid['core'] + (grid['claim2'] if process == grid['claim2_process'] else []):
-                for sp in grid['sparsities']:
+                for sp in (grid.get('claim2_sparsities', grid['sparsities']) if m in grid['claim2'] and
+                           m not in grid['core'] else grid['sparsities']):
                     name = f'{process}-seed{seed}/{m}-{sp:g}'
                     folder, cfg = RunFolder(work / name), run_config(base, process, seed, m, sp)
                     (rows.append(aer_row(folder.path, work, process=process)) if _finished(folder, cfg, shape)
@@ -199,20 +202,28 @@ def collect_rows(work: Path, grid: Dict, config: Dict) -> Tuple[List[Dict], List
     return rows, dense, missing
 
 
+def _readable(name: str) -> str:
+    for m in sorted(LABELS, key=len, reverse=True):
+        name = name.replace(m, LABELS[m])
+    return name
+
+
 def plot_claims(verdicts: Dict, path: Path) -> None:
     """Each statistic as a point with its 95% interval; green above 0 (supported), red below, grey otherwise."""
     plt = _plt()
     stats = [(c, s) for c in ('claim1', 'claim2', 'claim3') for s in verdicts[c]['statistics'] if s['n']]
-    fig, ax = plt.subplots(figsize=(8, 0.55 * max(len(stats), 1) + 1.2))
+    fig, ax = plt.subplots(figsize=(12, 0.45 * max(len(stats), 1) + 1.2))
     colour = {'supported': 'tab:green', 'contradicted': 'tab:red', 'inconclusive': 'tab:grey'}
     for i, (c, s) in enumerate(stats):
         ax.errorbar(s['mean'], i, xerr=[[s['mean'] - s['interval'][0]], [s['interval'][1] - s['mean']]], fmt='o',
                     color=colour[s['verdict']], capsize=3)
     ax.axvline(0, color='black', lw=0.8)
-    ax.set_yticks(range(len(stats)), [f'{c[-1]}: {s["name"]}' for c, s in stats], fontsize=7)
+    ax.set_yticks(range(len(stats)), [f'claim {c[-1]}: {_readable(s["name"])}' for c, s in stats], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel('mean paired difference (95% bootstrap interval); > 0 favours the claim')
-    fig.tight_layout()
+    ax.set_xlabel('mean paired difference, > 0 favours the claim', fontsize=8)
+    ax.set_title('95% bootstrap intervals: green supported, red contradicted, grey inconclusive', fontsize=9)
+    fig.subplots_adjust(left=0.34, right=0.97, top=1 - 0.5 / (0.45 * max(len(stats), 1) + 1.2),
+                        bottom=0.7 / (0.45 * max(len(stats), 1) + 1.2))
     save_figure(fig, path)
 
 

@@ -194,3 +194,10 @@ def test_write_results_collects_consistent_runs_of_a_real_sweep(tmp_path):
     (work / 'agp@0.5-seed0' / 'bap-0.5' / 'report.json').write_text('{}')
     write_results(work, out, grid, cfg, 'cmd')
     assert [r['method'] for r in json.loads((out / 'aer.json').read_text())] == ['natural']
+
+
+def test_claim2_uses_only_its_sparsities():
+    rows = [r for r in _grid_rows(_supported) if not (r['method'] in GRID['claim2'] and r['sparsity'] == 0.8)]
+    assert evaluate_claims(rows, GRID)['claim2']['statistics'][0]['n'] == 3  # the 0.8 units are missing
+    v = evaluate_claims(rows, {**GRID, 'claim2_sparsities': [0.95]})['claim2']
+    assert v['statistics'][0]['n'] == 3 and v['verdict'] == 'supported'
