@@ -16,7 +16,8 @@ from .atomic import sha256_json, write_json, write_text
 from .claims import CRITERIA, MIN_SEEDS, aer_score, bootstrap_mean, evaluate_claims
 from .report import _plt, save_figure, write_aer
 
-__all__ = ['collect_rows', 'method_table', 'plot_claims', 'plot_methods', 'render_readme', 'write_results']
+__all__ = ['collect_rows', 'method_table', 'plot_claims', 'plot_mean_curves', 'plot_methods', 'render_readme',
+           'write_results']
 
 _logger = logging.getLogger(__name__)
 LABELS = {'natural': 'natural AGP', 'adversarial-fgsm0.1': 'FGSM-RS 0.1', 'adversarial-pgd0.1': 'PGD-10 0.1',
@@ -249,7 +250,7 @@ def plot_methods(table: List[Dict], path: Path) -> None:
     save_figure(fig, path)
 
 
-def plot_curves(rows: Sequence[Dict], path: Path) -> None:
+def plot_mean_curves(rows: Sequence[Dict], path: Path) -> None:
     """Worst-case accuracy vs budget, mean over runs, per method; rows of panels per sparsity, columns per norm."""
     plt = _plt()
     sps = sorted({r['sparsity'] for r in rows}, reverse=True)
@@ -293,7 +294,7 @@ def write_results(work: Path, out: Path, grid: Dict, config: Dict, command: str,
     if rows:
         plot_claims(verdicts, out / 'claims.png')
         plot_methods(table, out / 'methods.png')
-        plot_curves(rows, out / 'curves.png')
+        plot_mean_curves(rows, out / 'curves.png')
     write_text(out / 'README.md', render_readme(rows, dense, verdicts, grid, config, command, _wall(Path(work)),
                                                 missing, notes))
     _logger.info('results in %s: %s', out, {c: v['verdict'] for c, v in verdicts.items()})
