@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument('run_dir')
     ex.add_argument('--int8', action='store_true', help='also write model.int8.onnx (static QDQ int8, validated '
                     'against fp32, robustness re-checked)')
+    ex.add_argument('--target-cpu', choices=('auto', 'vnni', 'no-vnni'), default='auto',
+                    help="CPU kind the int8 model is quantised for: 'auto' (this one's), 'vnni' (AVX-512 VNNI, ARM) or "
+                    "'no-vnni' (7-bit weights: the same results on every x86 CPU; for a model deployed elsewhere)")
     ev = sub.add_parser('eval', help='robustness report (report.json, report.md, curves.png) of a run')
     ev.add_argument('target', help='run folder, or an ONNX file exported from it')
     _device_option(ev, 'default: the run\'s own setting')
@@ -162,14 +165,15 @@ def _export(args) -> None:
     from .run_folder import RunFolder
     folder = RunFolder(args.run_dir).require()
     _setup_logging(folder.path, args.quiet)
-    res = run_export(folder.path, int8=args.int8)
+    res = run_export(folder.path, int8=args.int8, target_cpu=args.target_cpu)
     e = res['efficiency']
     print(f'{folder / res["onnx"]}: {e["params"]} params ({e["nonzero_params"]} non-zero), {e["flops"]} FLOPs, '
           f'{e["file_bytes"]} bytes, max |ORT - torch| {res["onnx_max_abs_diff"]:.2e}; {res["note"]}')
     if 'int8' in res:
         q = res['int8']
         print(f'{folder / q["onnx"]}: argmax agreement {q["agreement"]:.4f}, accuracy fp32 {q["fp32_accuracy"]:.4f} '
-              f'int8 {q["int8_accuracy"]:.4f}; {q["robustness"]["note"]}')
+              f'int8 {q["int8_accuracy"]:.4f} (quantised for {q["settings"]["target_cpu"]} CPUs); '
+              f'{q["robustness"]["note"]}')
 
 
 def _eval(args) -> None:

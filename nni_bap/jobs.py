@@ -113,11 +113,12 @@ def _write_prune(folder: RunFolder, cfg: Dict, result, info: Dict, data: DataSpl
     return info
 
 
-def run_export(run_dir: Path, data: Optional[DataSplit] = None, int8: bool = False) -> Dict:
+def run_export(run_dir: Path, data: Optional[DataSplit] = None, int8: bool = False, target_cpu: str = 'auto') -> Dict:
     """Speed the run's model up, convert to ``model.onnx``, validate it on the test split; write ``export.json``.
 
     With ``int8`` also ``model.int8.onnx`` (static QDQ int8, calibrated on 512 training images, validated
-    against fp32) and its robustness re-checked in onnxruntime next to fp32 (``export.json['int8']``).
+    against fp32) and its robustness re-checked in onnxruntime next to fp32 (``export.json['int8']``), quantised
+    for ``target_cpu`` (:mod:`nni_bap.export.cpu`).
     """
     from .export import export_onnx
     folder = RunFolder(run_dir)
@@ -134,17 +135,18 @@ def run_export(run_dir: Path, data: Optional[DataSplit] = None, int8: bool = Fal
                       validation_inputs=data.x_test, metadata=meta)
     d = {**res.to_dict(), 'onnx': 'model.onnx', 'model_hash': meta['model_sha256'], 'onnx_hash': folder.hash('model.onnx')}
     if int8:
-        d['int8'] = _int8(folder, model, data)
+        d['int8'] = _int8(folder, model, data, target_cpu)
     folder.write_json('export.json', d)
     return d
 
 
-def _int8(folder: RunFolder, model: nn.Module, data: DataSplit, budgets=(0.05, 0.1, 0.2), n: int = 500) -> Dict:
+def _int8(folder: RunFolder, model: nn.Module, data: DataSplit, target_cpu: str, budgets=(0.05, 0.1, 0.2),
+          n: int = 500) -> Dict:
     """``model.int8.onnx`` beside ``model.onnx``, and its accuracy on PGD inputs crafted on the fp32 torch model
     (transfer) and on uniform noise, next to fp32's."""
     from .export.quantize import craft_transfer_inputs, quantize_int8, robustness_recheck
     q = quantize_int8(str(folder / 'model.onnx'), str(folder / 'model.int8.onnx'), data.x_train[:512].numpy(),
-                      data.x_test.numpy(), data.y_test.numpy())
+                      data.x_test.numpy(), data.y_test.numpy(), target_cpu=target_cpu)
     x, y = data.x_test[:n], data.y_test[:n]
     torch.manual_seed(0)
     adv = craft_transfer_inputs(model, x, y, budgets, 'pgd', steps=20)

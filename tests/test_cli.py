@@ -91,6 +91,7 @@ def test_export_int8_and_eval_it(tmp_path):
     q = json.loads((run / 'export.json').read_text())['int8']
     assert q['onnx'] == 'model.int8.onnx' and (run / 'model.int8.onnx').stat().st_size < (run / 'model.onnx').stat().st_size
     assert q['agreement'] >= 0.99 and abs(q['fp32_accuracy'] - q['int8_accuracy']) <= 0.01
+    assert q['settings']['target_cpu'] in ('vnni', 'no-vnni') and 'avx2' in q['settings']['cpu']
     assert 'transfer' in q['robustness']['note'] and len(q['robustness']['rows']) == 3
     assert main(['--quiet', 'eval', str(run / 'model.int8.onnx')]) == 0
     rep = json.loads((run / 'report.json').read_text())

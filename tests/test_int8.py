@@ -9,6 +9,7 @@ from onnx import numpy_helper
 
 from nni_bap.export import (OnnxClassifier, QuantizationError, craft_transfer_inputs, export_onnx, onnx_precision,
                             quantize_int8, robustness_recheck)
+from nni_bap.export.cpu import INT8_TARGETS, cpu_features, int8_settings, int8_target
 from nni_bap.training import accuracy
 
 
@@ -24,8 +25,52 @@ def _quantize(fp32, digits, out, **kw):
                          latency_batches=(), **kw)
 
 
+AVX512_VNNI = {'AVX2': True, 'AVX512F': True, 'AVX512BW': True, 'AVX512VNNI': True}
+AVX512_NO_VNNI = {'AVX2': True, 'AVX512F': True, 'AVX512BW': True}  # Skylake-X
+AVX2_ONLY = {'AVX2': True}  # e.g. AMD EPYC before Zen 4
+
+
+@pytest.mark.parametrize('found, machine, kind', [(AVX512_VNNI, 'x86_64', 'vnni'), (AVX512_NO_VNNI, 'x86_64', 'no-vnni'),
+                                                  (AVX2_ONLY, 'x86_64', 'no-vnni'), ({}, 'x86_64', 'no-vnni'),
+                                                  ({}, 'aarch64', 'vnni')])
+def test_cpu_kind_decides_the_int8_settings(found, machine, kind, monkeypatch):
+    """VNNI (or no x86 at all): full-range int8 weights; x86 without VNNI: 7-bit weights (reduce_range)."""
+    monkeypatch.setattr('platform.machine', lambda: machine)
+    features = cpu_features(read=lambda: found)
+    assert features['machine'] == machine and features['avx512vnni'] == bool(found.get('AVX512VNNI'))
+    assert int8_target(features) == kind
+    auto = int8_settings('auto', features)
+    assert auto['target_cpu'] == kind and auto['chosen_by'] == 'this CPU' and auto['cpu'] == features
+    assert auto['reduce_range'] is (kind == 'no-vnni')
+    for forced in INT8_TARGETS:
+        assert int8_settings(forced, features)['reduce_range'] is (forced == 'no-vnni')
+        assert int8_settings(forced, features)['chosen_by'] == 'forced'
+    with pytest.raises(ValueError, match="target_cpu must be 'auto', 'vnni' or 'no-vnni'"):
+        int8_settings('avx2', features)
+
+
+def _conv_weight_range(path):
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
+    return max(int(np.abs(a.astype(np.int32)).max()) for a in inits.values() if a.dtype == np.int8 and a.ndim == 4)
+
+
+@pytest.mark.parametrize('target_cpu', ['vnni', 'no-vnni'])
+def test_each_cpu_kind_forced(target_cpu, fp32, digits, tmp_path):
+    """Either kind can be forced on any CPU. 'no-vnni' stores 7-bit weights (|w| <= 64: two u8 x s8 products fit
+    in int16, so no kernel saturates and the gate holds on every x86 CPU); 'vnni' uses the full int8 range, whose
+    results on a CPU without VNNI differ (agreement 0.989 there on this model, 0.997 with VNNI)."""
+    gate = {} if target_cpu == 'no-vnni' else {'min_agreement': 0.97, 'max_accuracy_drop': 0.02}
+    res = _quantize(fp32, digits, tmp_path / 'model.int8.onnx', target_cpu=target_cpu, **gate)
+    assert res.settings['target_cpu'] == target_cpu and res.settings['chosen_by'] == 'forced'
+    assert res.settings['reduce_range'] is (target_cpu == 'no-vnni') and 'avx512vnni' in res.settings['cpu']
+    assert OnnxClassifier(res.path).metadata['quantization'].count(f'"target_cpu": "{target_cpu}"') == 1
+    top = _conv_weight_range(res.path)
+    assert top <= 64 if target_cpu == 'no-vnni' else top == 127
+
+
 def test_int8_round_trip_on_digits(fp32, digits, dense_digits, tmp_path):
     res = _quantize(fp32, digits, tmp_path / 'model.int8.onnx')
+    assert res.settings['target_cpu'] == int8_target() and res.settings['chosen_by'] == 'this CPU'
     torch_acc = accuracy(dense_digits, digits.x_test, digits.y_test)
     assert res.validation_inputs == 360 and res.calibration_inputs == 512
     assert res.agreement >= 0.99

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..timing import alternating_ms
+from .cpu import int8_settings
 from .errors import QuantizationError
 from .runtime import OnnxClassifier
 
@@ -78,7 +79,8 @@ def _quantize(src: str, dst: str, name: str, calibration: np.ndarray, settings: 
                         quant_format=QuantFormat.QDQ, per_channel=settings['per_channel'],
                         activation_type=getattr(QuantType, settings['activation_type']),
                         weight_type=getattr(QuantType, settings['weight_type']),
-                        calibrate_method=getattr(CalibrationMethod, settings['calibrate_method']))
+                        calibrate_method=getattr(CalibrationMethod, settings['calibrate_method']),
+                        reduce_range=settings['reduce_range'])
 
 
 def _stamp(src: str, dst: str, extra: Dict[str, object]) -> None:
@@ -112,11 +114,12 @@ def _check(measured: Dict[str, float], min_agreement: float, max_accuracy_drop: 
         raise QuantizationError('int8 model refused, nothing written: ' + '; '.join(problems), measured)
 
 
+
 def quantize_int8(onnx_path: str, out_path: str, calibration_inputs: np.ndarray, validation_inputs: np.ndarray,
                   validation_labels: np.ndarray, min_agreement: float = 0.99, max_accuracy_drop: float = 0.01,
                   per_channel: bool = True, calibrate_method: str = 'MinMax', activation_type: str = 'QUInt8',
                   weight_type: str = 'QInt8', latency_batches: Sequence[int] = (1, 64), threads: int = 1,
-                  min_calibration: int = MIN_CALIBRATION) -> QuantizationResult:
+                  min_calibration: int = MIN_CALIBRATION, target_cpu: str = 'auto') -> QuantizationResult:
     """Static int8 quantisation (QDQ, per-channel) of ``onnx_path``, validated, written atomically to ``out_path``.
 
     Parameters
@@ -130,6 +133,10 @@ def quantize_int8(onnx_path: str, out_path: str, calibration_inputs: np.ndarray,
         most ``max_accuracy_drop`` clean accuracy.
     latency_batches
         Batch sizes at which fp32 and int8 latency are measured side by side (``()``: none), with ``threads``.
+    target_cpu
+        ``'auto'`` (this CPU's kind), ``'vnni'`` or ``'no-vnni'``: the CPU kind whose onnxruntime int8 kernels
+        the model is quantised for (:mod:`nni_bap.export.cpu`). ``'no-vnni'`` (7-bit weights) gives the same results on
+        every x86 CPU: choose it for a model that will run on another CPU than this one.
 
     Raises
     ------
@@ -140,7 +147,8 @@ def quantize_int8(onnx_path: str, out_path: str, calibration_inputs: np.ndarray,
     if len(x_cal) < min_calibration:
         raise QuantizationError(f'{len(x_cal)} calibration inputs given, at least {min_calibration} needed')
     settings = {'format': 'QDQ', 'per_channel': bool(per_channel), 'calibrate_method': calibrate_method,
-                'activation_type': activation_type, 'weight_type': weight_type, 'calibration_batch': 64}
+                'activation_type': activation_type, 'weight_type': weight_type, 'calibration_batch': 64,
+                **int8_settings(target_cpu)}
     fp32 = OnnxClassifier(onnx_path, threads=threads)
     x_val, y_val = fp32._check(validation_inputs), np.asarray(validation_labels)
     with atomic_path(out_path) as tmp:
