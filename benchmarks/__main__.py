@@ -14,7 +14,14 @@ from pathlib import Path
 
 import torch
 
-from . import bap_step, deepfool_batched, evaluation, onnx_latency, resnet_latency, robustness
+from . import (
+    bap_step,
+    deepfool_batched,
+    evaluation,
+    onnx_latency,
+    resnet_latency,
+    robustness,
+)
 from .common import data, trained_lenet
 
 

@@ -2,7 +2,7 @@
 
 MNIST from ``../shared/data/mnist`` (train: images 0-7999, test: 8000-9999), one dense LeNet-5 per seed,
 then each setting prunes a copy of it with the same data order; robustness is the project's worst-case
-evaluation (:func:`nni_bap.evaluate.evaluate_robustness`: key points Linf 0.1, 0.3 and L2 1.5, and the
+evaluation (:func:`nni_bap.evaluation.robustness.evaluate_robustness`: key points Linf 0.1, 0.3 and L2 1.5, and the
 robust AUC per norm). Per seed and key point it prints both settings, then the mean paired difference and
 the noise: 2 x the standard error of the per-seed paired differences (the largest seed-to-seed spread of
 either setting is printed beside it). Not part of ``make bench`` (about 15 minutes on one thread)::
@@ -20,14 +20,13 @@ import time
 from typing import Dict, List
 
 import torch
+from nni.compression.pruning import LevelPruner
 from torch.utils.data import DataLoader, Dataset
 
-from nni.compression.pruning import LevelPruner
-
-from nni_bap.compat import finalize
-from nni_bap.evaluate import evaluate_robustness
-from nni_bap.pruner import BAPPruner
-from nni_bap.training import make_evaluator
+from nni_bap.evaluation.robustness import evaluate_robustness
+from nni_bap.pruning.compat import finalize
+from nni_bap.pruning.pruner import BAPPruner
+from nni_bap.pruning.training import make_evaluator
 
 from .common import data, trained_lenet
 
@@ -115,7 +114,7 @@ def main() -> int:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     # BAP trains against DeepFool, so the evaluator's "robustness specific to DeepFool" flag is expected here
-    logging.getLogger('nni_bap.evaluate').setLevel(logging.ERROR)
+    logging.getLogger('nni_bap.evaluation.robustness').setLevel(logging.ERROR)
     torch.set_num_threads(1)
     d = data()
     names = ['previous', 'new'] + (['new+warm'] if args.warm else [])

@@ -14,23 +14,22 @@ from typing import Callable, Dict, List
 import torch
 from torch import nn
 
-from nni_bap.generators import BlindGenerator, UniformGenerator
 from nni_bap.models import build_model
-from nni_bap.pruner import BAPPruner, fused_adversarial_loss
+from nni_bap.pruning.fused_loss import fused_adversarial_loss
+from nni_bap.pruning.generators import BlindGenerator, UniformGenerator
+from nni_bap.pruning.pruner import BAPPruner
 
 from .common import info, line, paired
 
 BATCH = 128
 DEFAULTS = {k: v.default for k, v in inspect.signature(BAPPruner).parameters.items()
-            if k in ('attack_steps', 'overshoot', 'candidates', 'cutoff', 'scale')}
+            if k in ('attack_steps', 'candidates')}
 GOAL_FGSM_RS = 1.5
 
 
 def _default_generator(**over) -> BlindGenerator:
-    args = dict(steps=DEFAULTS['attack_steps'], overshoot=DEFAULTS['overshoot'], candidates=DEFAULTS['candidates'],
-                cutoff=DEFAULTS['cutoff'], scale=DEFAULTS['scale'])
-    args.update(over)
-    return BlindGenerator(**args)
+    """BAP's generator with its defaults (the pruner's), some settings changed."""
+    return BlindGenerator(**over)
 
 
 def _stepper(model: nn.Module, gen, x, y, fused: bool = False) -> Callable[[], None]:
@@ -75,13 +74,13 @@ def _lever_lines(model: nn.Module, x, y) -> List[Dict]:
     """Each lever as the step with it over the step without it (or over FGSM-RS), side by side."""
     default = _stepper(model, _default_generator(), x, y)
     fgsm_rs = _stepper(model, UniformGenerator('fgsm', eps=0.1), x, y)
-    c3s5, c2s5 = (_stepper(model, _default_generator(candidates=c, steps=5), x, y) for c in (3, 2))
+    c3s5, c2s5 = (_stepper(model, _default_generator(candidates=c, attack_steps=5), x, y) for c in (3, 2))
     return [
         _ratio('  info: natural step vs FGSM-RS step', _stepper(model, None, x, y), fgsm_rs),
         _ratio('  info: previous default (DeepFool-5, top-3 candidates) vs FGSM-RS step', c3s5, fgsm_rs),
         _ratio('  info: lever one backward per DeepFool iteration: candidates 2 vs 3 (DeepFool-5)', c2s5, c3s5),
         _ratio('  info: lever at most 2 DeepFool iterations vs 5 (candidates 2)',
-               _stepper(model, _default_generator(candidates=2, steps=2), x, y), c2s5),
+               _stepper(model, _default_generator(candidates=2, attack_steps=2), x, y), c2s5),
         _ratio('  info: lever warm start vs cold, default BAP (same batch every step: steady state, an upper '
                'bound; needs (x, y, index) batches)', _stepper(model, _default_generator(warm_start=True), x, y),
                default),

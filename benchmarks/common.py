@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import os
+import statistics
 from pathlib import Path
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 from torch import nn
 
 from nni_bap.data import DataSplit, load_digits, load_mnist
 from nni_bap.models import build_model
-from nni_bap.timing import alternating_ms
+from nni_bap.utils.timing import alternating_ms
 
 MNIST_DIR = Path(os.environ.get('BAP_MNIST_DIR', Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data' / 'mnist'))
 
@@ -52,3 +53,18 @@ def info(text: str) -> Dict:
     text = f'  info: {text}'
     print(text, flush=True)
     return {'goal': 'info', 'text': text}
+
+
+def paired_profiles(clfs: Dict[str, object], x, rounds: int = 7, repeats: int = 20) -> Dict[str, List[Dict]]:
+    """Kernel profiles of several models taken in alternating rounds; per node the median over rounds."""
+    rows: Dict[str, Dict[tuple, Dict]] = {label: {} for label in clfs}
+    times: Dict[str, Dict[tuple, List[float]]] = {label: {} for label in clfs}
+    for _ in range(rounds):
+        for label, clf in clfs.items():
+            for r in clf.profile(x, repeats=repeats):
+                rows[label].setdefault((r['op'], r['node']), r)
+                times[label].setdefault((r['op'], r['node']), []).append(r['median_us'])
+    for label in clfs:
+        for key, row in rows[label].items():
+            row['median_us'] = statistics.median(times[label][key])
+    return {label: sorted(rows[label].values(), key=lambda r: -r['median_us']) for label in clfs}

@@ -7,10 +7,10 @@ import numpy as np
 import torch
 
 from nni_bap.attacks import APGD, FGSM, PGD, PGDL2, DeepFool
-from nni_bap.cutoff import cutoff_scale, rms_to_l2
-from nni_bap.evaluate import evaluate_robustness
-from nni_bap.methods import prune
-from nni_bap.training import accuracy
+from nni_bap.evaluation.robustness import evaluate_robustness
+from nni_bap.pruning.cutoff import cutoff_scale, rms_to_l2
+from nni_bap.pruning.prune import prune
+from nni_bap.pruning.training import accuracy
 
 from .common import info, line, paired
 

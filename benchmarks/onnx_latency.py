@@ -9,20 +9,18 @@ deployment goal is measured on the small ResNet (:mod:`benchmarks.resnet_latency
 from __future__ import annotations
 
 import copy
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Dict, List
 
 import torch
+from nni.compression.pruning import L1NormPruner
 from torch import nn
 
-from nni.compression.pruning import L1NormPruner
-
 from nni_bap.export import OnnxClassifier, export_onnx
-from nni_bap.export.speedup import structured_dependency_config
+from nni_bap.pruning.dependency import structured_dependency_config
 
-from .common import info, line, paired
+from .common import info, line, paired, paired_profiles
 from .resnet_latency import int8_table
 
 THREADS = 1
@@ -50,21 +48,6 @@ def _run(clf: OnnxClassifier, x):
     return lambda: clf.session.run(None, feed)
 
 
-def _paired_profiles(clfs: Dict[str, OnnxClassifier], x, rounds: int = 7, repeats: int = 20) -> Dict[str, List[Dict]]:
-    """Kernel profiles of several models taken in alternating rounds; per node the median over rounds."""
-    rows: Dict[str, Dict[tuple, Dict]] = {label: {} for label in clfs}
-    times: Dict[str, Dict[tuple, List[float]]] = {label: {} for label in clfs}
-    for _ in range(rounds):
-        for label, clf in clfs.items():
-            for r in clf.profile(x, repeats=repeats):
-                rows[label].setdefault((r['op'], r['node']), r)
-                times[label].setdefault((r['op'], r['node']), []).append(r['median_us'])
-    for label in clfs:
-        for key, row in rows[label].items():
-            row['median_us'] = statistics.median(times[label][key])
-    return {label: sorted(rows[label].values(), key=lambda r: -r['median_us']) for label in clfs}
-
-
 def run(model, data) -> List[Dict]:
     torch.set_num_threads(THREADS)
     folder = Path(tempfile.mkdtemp(prefix='bap-bench-'))
@@ -88,7 +71,7 @@ def run(model, data) -> List[Dict]:
                     f'{THREADS} thread'))
     a1, b1 = paired(_run(d_clf, x1), _run(p_clf, x1), reps=300, warmup=30)
     out.append(info(f'ORT batch 1 median: dense {a1:.3f} ms, pruned {b1:.3f} ms ({a1 / b1:.2f}x)'))
-    profiles = _paired_profiles({'dense': d_clf, 'pruned': p_clf}, x64)
+    profiles = paired_profiles({'dense': d_clf, 'pruned': p_clf}, x64)
     for label, rows in profiles.items():
         out.append(info(f'slowest ORT kernels, {label} b64: ' +
                         ', '.join(f'{k["op"]} {k["node"]} {k["median_us"]:.0f} us' for k in rows[:3])))

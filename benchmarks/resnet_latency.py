@@ -21,20 +21,19 @@ from typing import Callable, Dict, List
 
 import torch
 import torch.nn.functional as F
+from nni.compression.pruning import L1NormPruner
 from torch import nn
 
-from nni.compression.pruning import L1NormPruner
-
-from nni_bap.channel_mask import install_channel_masks
-from nni_bap.compat import finalize
 from nni_bap.data import DataSplit, load_cifar10
 from nni_bap.export import OnnxClassifier, QuantizationError, export_onnx, quantize_int8
-from nni_bap.export.speedup import structured_dependency_config
 from nni_bap.models import SmallResNet
-from nni_bap.timing import alternating_ms
-from nni_bap.training import accuracy, train
+from nni_bap.pruning.channel_mask import install_channel_masks
+from nni_bap.pruning.compat import finalize
+from nni_bap.pruning.dependency import structured_dependency_config
+from nni_bap.pruning.training import accuracy, train
+from nni_bap.utils.timing import alternating_ms
 
-from .common import info, line
+from .common import info, line, paired_profiles
 
 THREADS = 1
 GOAL = 0.8
@@ -135,9 +134,8 @@ STAGE_NAMES = {0: 'stem', 1: 'stage 1', 2: 'stage 2', 3: 'stage 3', 4: 'head'}
 
 def explain(dense, pruned, blocks: int, x64: torch.Tensor) -> List[Dict]:
     """Per-stage kernel times (alternating profiles, b64) against per-stage FLOPs ratios, and the NCHWc count."""
-    from .onnx_latency import _paired_profiles
     clfs = {k: OnnxClassifier(r.path, threads=THREADS) for k, r in (('dense', dense), ('pruned', pruned))}
-    profiles = _paired_profiles(clfs, x64.numpy(), rounds=5, repeats=10)
+    profiles = paired_profiles(clfs, x64.numpy(), rounds=5, repeats=10)
     flops = {k: stage_flops(r.model, blocks, x64[:1]) for k, r in (('dense', dense), ('pruned', pruned))}
     per = {k: {} for k in profiles}
     for k, rows in profiles.items():

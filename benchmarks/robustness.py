@@ -6,13 +6,12 @@ from typing import Dict, List
 
 import numpy as np
 import torch
-
 from nni.compression.pruning import LevelPruner
 
-from nni_bap.compat import finalize
-from nni_bap.evaluate import evaluate_robustness
-from nni_bap.pruner import BAPPruner
-from nni_bap.training import make_evaluator
+from nni_bap.evaluation.robustness import evaluate_robustness
+from nni_bap.pruning.compat import finalize
+from nni_bap.pruning.pruner import BAPPruner
+from nni_bap.pruning.training import make_evaluator
 
 from .common import line
 

@@ -7,15 +7,14 @@ from __future__ import annotations
 import logging
 
 import torch
-from torch.utils.data import DataLoader
-
 from nni.compression.pruning import AGPPruner, LevelPruner
+from torch.utils.data import DataLoader
 
 from nni_bap import BAPPruner, finalize
 from nni_bap.data import load_digits
-from nni_bap.evaluate import evaluate_robustness
+from nni_bap.evaluation.robustness import evaluate_robustness
 from nni_bap.models import DigitsCNN
-from nni_bap.training import make_evaluator, train
+from nni_bap.pruning.training import make_evaluator, train
 
 logging.basicConfig(level=logging.INFO, format='%(message)s')
 log = logging.getLogger('prune_digits')

@@ -4,7 +4,7 @@
 """
 import sys
 
-from nni_bap.cli import main
+from nni_bap.cli.main import main
 
 if __name__ == '__main__':
     sys.exit(main(['export', *sys.argv[1:]]))

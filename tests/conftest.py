@@ -6,7 +6,7 @@ import torch
 
 from nni_bap.data import load_digits
 from nni_bap.models import build_model
-from nni_bap.training import train
+from nni_bap.pruning.training import train
 
 MNIST_DIR = Path(os.environ.get('BAP_MNIST_DIR', Path(__file__).resolve().parents[1] / '..' / 'shared' / 'data' / 'mnist'))
 

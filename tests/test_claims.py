@@ -4,9 +4,17 @@ import re
 import numpy as np
 import pytest
 
-from nni_bap.claims import (CRITERIA, MIN_SEEDS, aer_score, bootstrap_mean, claim_verdict, evaluate_claims,
-                            robustness, verdict)
-from nni_bap.claims_report import method_table, render_readme
+from examples.reproduce.claims import (
+    CRITERIA,
+    MIN_SEEDS,
+    aer_score,
+    bootstrap_mean,
+    claim_verdict,
+    evaluate_claims,
+    robustness,
+    verdict,
+)
+from examples.reproduce.claims_report import method_table, render_readme
 
 GRID = {'processes': ['agp@0.667', 'linear@0.667'], 'sparsities': [0.95, 0.8], 'seeds': [0, 1, 2],
         'core': ['natural', 'bap', 'adversarial-fgsm0.1', 'adversarial-pgd0.1'],
@@ -168,8 +176,9 @@ def test_write_results_collects_consistent_runs_of_a_real_sweep(tmp_path):
     """A tiny digits grid run by the sweep: finished runs become rows, a run whose config changed does not."""
     import json
 
-    from nni_bap.claims_report import write_results
-    from nni_bap.sweep import run_sweep
+    from examples.reproduce.claims_report import write_results
+    from nni_bap.cli.config import RunConfig
+    from nni_bap.cli.sweep import run_sweep
     cfg = {'model': 'digits_cnn', 'dataset': 'digits', 'dense_epochs': 1, 'epochs': 1, 'total_times': 2,
            'train_limit': 128, 'test_limit': 32,
            'config_list': [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.5}],
@@ -178,7 +187,7 @@ def test_write_results_collects_consistent_runs_of_a_real_sweep(tmp_path):
     grid = {'processes': ['agp@0.5'], 'sparsities': [0.5], 'seeds': [0], 'core': ['natural', 'bap'], 'claim2': [],
             'claim2_process': 'agp@0.5'}
     work = tmp_path / 'work'
-    run_sweep(cfg, [0.5], ['natural', 'bap'], work, progress=False, processes=['agp@0.5'])
+    run_sweep(RunConfig.from_dict(cfg), [0.5], ['natural', 'bap'], work, progress=False, processes=['agp@0.5'])
     out = tmp_path / 'results'
     verdicts = write_results(work, out, grid, cfg, 'cmd', ['a caveat'])
     rows = json.loads((out / 'aer.json').read_text())

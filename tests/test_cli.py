@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from nni_bap.cli import main
-from nni_bap.rows import AER_KEYS
+from nni_bap.cli.main import main
+from nni_bap.cli.rows import AER_KEYS
 
 BAD = [
     ({'modell': 'lenet5'}, "unknown config key 'modell'"),
@@ -80,7 +80,7 @@ def test_prune_export_eval_roundtrip(tmp_path):
 def test_export_int8_and_eval_it(tmp_path):
     """`bap export --int8` writes a validated model.int8.onnx with its robustness re-checked next to fp32;
     `bap eval` of that file evaluates it, and the aer row says its precision."""
-    from nni_bap.rows import aer_row
+    from nni_bap.cli.rows import aer_row
     cfg = tmp_path / 'cfg.yaml'
     cfg.write_text('model: digits_cnn\ndense_epochs: 10\nepochs: 1\ntotal_times: 2\nmethod: natural\n'
                    'config_list: [{op_types: [Conv2d, Linear], sparse_ratio: 0.5}]\n'

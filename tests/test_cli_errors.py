@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from nni_bap.cli import main
+from nni_bap.cli.main import main
 
 TINY = {'model': 'digits_cnn', 'dense_epochs': 1, 'epochs': 1, 'total_times': 2, 'train_limit': 128, 'test_limit': 32,
         'method': 'natural', 'config_list': [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.5}],

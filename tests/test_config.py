@@ -4,32 +4,40 @@ import sys
 
 import pytest
 
-from nni_bap.config import (BASE_PRUNER_NAMES, METHOD_NAMES, METHOD_SETTINGS, ConfigError, config_hash, load_config,
-                            parse_method,
-                            parse_process, validate_config, with_sparsity)
-from nni_bap.methods import BASE_PRUNERS, METHODS
+from nni_bap.cli.config import RunConfig, load_config, parse_process
+from nni_bap.errors import ConfigError
+from nni_bap.pruning.methods import (
+    BASE_PRUNERS,
+    METHODS,
+    check_method_settings,
+    config_settings,
+    parse_method,
+)
+from nni_bap.pruning.pruner import pruner_class
 
 
-@pytest.mark.parametrize('spec, family, args', [
-    ('natural', 'natural', {}),
-    ('adversarial', 'adversarial', {'attack': 'fgsm', 'eps': 0.1}),
-    ('adversarial-fgsm0.3', 'adversarial', {'attack': 'fgsm', 'eps': 0.3}),
-    ('adversarial-pgd0.1', 'adversarial', {'attack': 'pgd', 'eps': 0.1}),
-    ('bap', 'bap', {}),
-    ('bap-s1.1', 'bap', {'scale': 1.1}),
-    ('bap-c0.5', 'bap', {'cutoff': 0.5}),
-    ('bap-cadaptive', 'bap', {'cutoff': 'adaptive'}),
+@pytest.mark.parametrize('spec, family, args, effective', [
+    ('natural', 'natural', {}, {}),
+    ('adversarial', 'adversarial', {}, {'attack': 'fgsm', 'eps': 0.1}),
+    ('adversarial-fgsm0.3', 'adversarial', {'attack': 'fgsm', 'eps': 0.3}, {'attack': 'fgsm', 'eps': 0.3}),
+    ('adversarial-pgd0.1', 'adversarial', {'attack': 'pgd', 'eps': 0.1}, {'attack': 'pgd', 'eps': 0.1}),
+    ('bap', 'bap', {}, {'cutoff': 'adaptive', 'scale': 1.0}),
+    ('bap-s1.1', 'bap', {'scale': 1.1}, {'scale': 1.1}),
+    ('bap-c0.5', 'bap', {'cutoff': 0.5}, {'cutoff': 0.5}),
+    ('bap-cadaptive', 'bap', {'cutoff': 'adaptive'}, {'cutoff': 'adaptive'}),
 ])
-def test_method_specs(spec, family, args):
-    cfg = validate_config({})
+def test_method_specs(spec, family, args, effective):
+    cfg = RunConfig.from_dict({'method': spec})
     assert family in METHODS
-    assert parse_method(spec, cfg) == (family, args)
+    assert parse_method(spec, cfg.sections) == (family, args) == (cfg.family, cfg.method_args)
+    resolved = check_method_settings(family, args)  # the generator's defaults filled in
+    assert {k: resolved[k] for k in effective} == effective
 
 
 @pytest.mark.parametrize('spec', ['natural-s1.0', 'bap-fgsm0.1', 'adversarial-xyz', 'greedy'])
 def test_bad_method_specs(spec):
     with pytest.raises(ConfigError):
-        parse_method(spec, validate_config({}))
+        parse_method(spec, RunConfig().sections)
 
 
 def test_processes_and_sparsity():
@@ -38,68 +46,79 @@ def test_processes_and_sparsity():
     for bad in ('cosine@0.3', 'agp@x', 'agp@1.5'):
         with pytest.raises(ConfigError):
             parse_process(bad, 0.7)
-    cfg = with_sparsity(validate_config({}), 0.95)
-    assert [e['sparse_ratio'] for e in cfg['config_list']] == [0.95]
+    cfg = RunConfig().with_sparsity(0.95)
+    assert [e['sparse_ratio'] for e in cfg.config_list] == [0.95] and cfg.target_sparsity == 0.95
     with pytest.raises(ConfigError):
-        with_sparsity(cfg, 1.0)
+        cfg.with_sparsity(1.0)
 
 
 def test_defaults_filled_and_types_checked():
-    cfg = validate_config({'epochs': 3})
-    assert cfg['epochs'] == 3 and cfg['model'] == 'digits_cnn' and cfg['schedule'] == 'agp'
+    cfg = RunConfig.from_dict({'epochs': 3})
+    assert cfg.epochs == 3 and cfg.model == 'digits_cnn' and cfg.schedule == 'agp'
     with pytest.raises(ConfigError, match='epochs must be a positive integer'):
-        validate_config({'epochs': 0})
+        RunConfig.from_dict({'epochs': 0})
     with pytest.raises(ConfigError, match='needs data_dir'):
-        validate_config({'dataset': 'mnist'})
+        RunConfig.from_dict({'dataset': 'mnist'})
+    with pytest.raises(ConfigError, match='epochs must be a positive integer'):
+        cfg.replace(epochs=-1)  # every derived config is validated too
+    with pytest.raises(Exception, match='cannot assign'):
+        cfg.epochs = 4  # frozen
 
 
 def test_config_validation_does_not_import_nni():
     """Issue 10: spec parsing stays cheap; validating a config imports neither NNI nor the pruners."""
-    code = ('import sys; from nni_bap.config import validate_config, parse_method; '
-            'validate_config({"method": "bap-s1.1", "bap": {"cutoff": 0.5}}); '
-            'print(sorted(m for m in sys.modules if m == "nni" or m.startswith(("nni.", "nni_bap.pruner"))))')
+    code = ('import sys; from nni_bap.cli.config import RunConfig; from nni_bap.pruning.methods import parse_method; '
+            'RunConfig.from_dict({"method": "bap-s1.1", "bap": {"cutoff": 0.5}}); '
+            'print(sorted(m for m in sys.modules if m == "nni" or m.startswith(("nni.", "nni_bap.pruning.pruner"))))')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == '[]'
 
 
-#: Pruner settings a config cannot use: ``warm_start`` needs batches of (x, y, index), which the CLI's data do not give.
-API_ONLY = {'warm_start'}
+#: Pruner settings a config cannot use: ``warm_start`` needs batches of (x, y, index), which the CLI's data do not give;
+#: ``drop_crossed`` is the benchmarks' reference DeepFool.
+API_ONLY = {'warm_start', 'drop_crossed'}
 
 
-def test_name_tables_agree():
-    """The config's names are the keys of the tables that build the pruners, and each family's settings are
-    exactly the keyword arguments its pruner takes (``schedule`` is set by the runner), except the API-only ones."""
-    assert tuple(METHODS) == METHOD_NAMES and tuple(BASE_PRUNERS) == BASE_PRUNER_NAMES
+def test_registered_settings_are_the_pruners_keyword_arguments():
+    """The config's names are the registries' keys, and each family's settings are exactly the keyword arguments its
+    pruner takes (``schedule`` is set by the runner), except the API-only ones; defaults come from one signature."""
+    assert {'natural', 'adversarial', 'bap'} <= set(METHODS) and set(BASE_PRUNERS) == {'level', 'l1', 'l2', 'fpgm'}
     for family in ('adversarial', 'bap'):
-        params = set(inspect.signature(METHODS[family].__init__).parameters)
-        assert set(METHOD_SETTINGS[family]) == params - {'self', 'pruner', 'interval_steps', 'total_times',
-                                                         'evaluator', 'schedule'} - API_ONLY
+        pruner = pruner_class(METHODS.entry(family).obj)
+        params = inspect.signature(pruner).parameters
+        assert set(config_settings(family)) == set(params) - {'pruner', 'interval_steps', 'total_times',
+                                                                'evaluator', 'schedule'} - API_ONLY
+        for name in config_settings(family):
+            assert params[name].default == METHODS.entry(family).defaults[name]
+    assert inspect.signature(pruner_class(METHODS.entry('bap').obj)).parameters['attack_steps'].default == 2
 
 
 def test_exclude_entries_and_bad_config_lists():
-    cfg = validate_config({'config_list': [{'op_types': ['Conv2d'], 'sparse_ratio': 0.5},
-                                           {'exclude': True, 'op_names': ['features.0']}]})
-    out = with_sparsity(cfg, 0.9)['config_list']
+    cfg = RunConfig.from_dict({'config_list': [{'op_types': ['Conv2d'], 'sparse_ratio': 0.5},
+                                               {'exclude': True, 'op_names': ['features.0']}]})
+    out = cfg.with_sparsity(0.9).to_dict()['config_list']
     assert out == [{'op_types': ['Conv2d'], 'sparse_ratio': 0.9}, {'exclude': True, 'op_names': ['features.0']}]
     for bad, msg in (([{'exclude': True}], 'excludes nothing'),
                      ([{'exclude': True, 'op_names': ['x']}], 'only exclude entries'),
                      ([], 'non-empty list')):
         with pytest.raises(ConfigError, match=msg):
-            validate_config({'config_list': bad})
+            RunConfig.from_dict({'config_list': bad})
 
 
 def test_config_hash_ignores_eval_and_key_order():
-    a = validate_config({'epochs': 3, 'eval': {'linf': {'budgets': [0.0, 0.1], 'key_points': [0.1], 'attacks': {'fgsm': {}}}}})
-    b = validate_config({'epochs': 3})
-    assert config_hash(a) == config_hash(dict(reversed(list(b.items()))))
-    assert config_hash(a) != config_hash(validate_config({'epochs': 4}))
+    raw = {'epochs': 3, 'eval': {'linf': {'budgets': [0.0, 0.1], 'key_points': [0.1], 'attacks': {'fgsm': {}}}}}
+    a = RunConfig.from_dict(raw)
+    b = RunConfig.from_dict({'epochs': 3})
+    assert a.config_hash() == RunConfig.from_dict(dict(reversed(list(b.to_dict().items())))).config_hash()
+    assert a.config_hash() != RunConfig.from_dict({'epochs': 4}).config_hash()
+    assert RunConfig.from_dict(a.to_dict()) == a  # a stored config reads back as itself
 
 
 def test_yaml_reads_exponent_numbers(tmp_path):
     """PyYAML (YAML 1.1) reads `lr: 1e-3` as a string; configs are read as YAML 1.2 numbers."""
     path = tmp_path / 'c.yaml'
     path.write_text('lr: 1e-3\nschedule_fraction: 5E-1\nmodel: digits_cnn\nbap: {cutoff: 2.5e+0}\nseed: 3\n')
-    cfg = validate_config(load_config(str(path)))
-    assert cfg['lr'] == 0.001 and cfg['schedule_fraction'] == 0.5 and cfg['bap']['cutoff'] == 2.5 and cfg['seed'] == 3
-    assert cfg['model'] == 'digits_cnn'
+    cfg = RunConfig.from_dict(load_config(str(path)))
+    assert cfg.lr == 0.001 and cfg.schedule_fraction == 0.5 and cfg.sections['bap']['cutoff'] == 2.5 and cfg.seed == 3
+    assert cfg.model == 'digits_cnn'

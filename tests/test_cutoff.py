@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from nni_bap.cutoff import check_cutoff, cutoff_scale, l2_to_rms, resolve_cutoff, rms_to_l2
+from nni_bap.attacks import flat_norm
+from nni_bap.pruning.cutoff import (
+    check_cutoff,
+    cutoff_scale,
+    l2_to_rms,
+    resolve_cutoff,
+    rms_to_l2,
+)
 
 
 def _eta():
@@ -75,3 +82,33 @@ def test_cutoff_scale_refuses_a_bad_scale(bad):
 def test_rms_conversion():
     assert rms_to_l2(0.2, (1, 28, 28)) == pytest.approx(5.6)
     assert l2_to_rms(rms_to_l2(0.1, (1, 8, 8)), (1, 8, 8)) == pytest.approx(0.1)
+
+
+def _batch():
+    """Four perturbations with L2 norms 0, 0.5, 1.0 and 2.0; the first sample needed none (misclassified)."""
+    eta = torch.zeros(4, 1, 2, 2)
+    eta[1, 0, 0] = torch.tensor([0.3, 0.4])
+    eta[2, 0, 1] = torch.tensor([0.6, 0.8])
+    eta[3, 0] = torch.tensor([[1.0, 1.0], [1.0, 1.0]])
+    return eta
+
+
+def test_adaptive_cutoff_is_the_mean_over_perturbed_samples():
+    """Old bias: the zero norm entered the mean, giving 3.5 / 4 = 0.875; now 3.5 / 3."""
+    out, cut = cutoff_scale(_batch(), cutoff='adaptive', scale=1.0, norm='l2')
+    assert float(cut) == pytest.approx(3.5 / 3, abs=1e-6)
+    assert flat_norm(out, 'l2').tolist() == pytest.approx([0.0, 0.5, 1.0, 3.5 / 3], abs=1e-6)
+    # the cut keeps the direction of the only sample above the radius
+    assert torch.allclose(out[3], _batch()[3] * (3.5 / 3) / 2.0, atol=1e-7)
+    # Linf norms 0, 0.4, 0.8, 1.0 -> radius 2.2 / 3
+    _, cut = cutoff_scale(_batch(), cutoff='adaptive', scale=1.0, norm='linf')
+    assert float(cut) == pytest.approx(2.2 / 3, abs=1e-6)
+
+
+def test_adaptive_cutoff_is_zero_when_nothing_was_perturbed():
+    assert float(resolve_cutoff(torch.zeros(5), 'adaptive')) == 0.0
+    assert float(resolve_cutoff(torch.zeros(0), 'adaptive')) == 0.0
+    out, cut = cutoff_scale(torch.zeros(3, 4), cutoff='adaptive', scale=1.3)
+    assert float(cut) == 0.0 and torch.count_nonzero(out) == 0
+    # a fixed number is still itself, zeros or not
+    assert float(resolve_cutoff(torch.tensor([0.0, 2.0]), 1.5)) == 1.5

@@ -4,9 +4,10 @@ import json
 import pytest
 import torch
 
-from nni_bap.cli import main
-from nni_bap.config import ConfigError, config_hash, validate_config
-from nni_bap.device import resolve_device, to_device
+from nni_bap.cli.config import RunConfig
+from nni_bap.cli.main import main
+from nni_bap.errors import ConfigError
+from nni_bap.utils.device import resolve_device, to_device
 
 CONFIG = ('model: digits_cnn\ndense_epochs: 1\nepochs: 1\ntotal_times: 2\ntrain_limit: 256\ntest_limit: 64\n'
           'method: bap\nconfig_list: [{op_types: [Conv2d, Linear], sparse_ratio: 0.5}]\n'
@@ -27,7 +28,7 @@ def test_prune_and_eval_on_cpu_end_to_end(tmp_path):
     stored = json.loads(torch.load(tmp_path / 'cpu' / 'model.pt', weights_only=True)['config'])
     assert stored['device'] == 'cpu'
     # where a run computes is not what it computes: same config hash as 'auto', and here (no GPU) the same weights
-    assert info['config_hash'] == config_hash(validate_config({**stored, 'device': 'auto'}))
+    assert info['config_hash'] == RunConfig.from_dict({**stored, 'device': 'auto'}).config_hash()
     if NO_CUDA:
         assert main(['--quiet', 'prune', str(cfg), '--out', str(tmp_path / 'auto')]) == 0
         a, b = _weights(tmp_path / 'cpu'), _weights(tmp_path / 'auto')

@@ -35,10 +35,11 @@ def _first_step_cutoffs(world: int):
     """(global_mean of this rank's half, single-process mean over the concatenated batch, this half's own mean)
     of the DeepFool norms BAP's adaptive cutoff averages (norms > 0) on the first training batch."""
     from torch.utils.data import DistributedSampler
+
     from nni_bap.attacks import DeepFool, flat_norm
     from nni_bap.data import load_digits
-    from nni_bap.distributed import global_mean, train_loader
     from nni_bap.models import build_model
+    from nni_bap.utils.distributed import global_mean, train_loader
     ds = load_digits().subset(512, 64).train_set()
     torch.manual_seed(0)
     model = build_model('digits_cnn', 1, 10, 8).eval()
@@ -72,15 +73,16 @@ def _record_writes(log: list, recording: list) -> None:
 
 def _worker(out: Path) -> None:
     import torch.distributed as dist
-    from nni_bap import methods
-    from nni_bap.cli import main
-    from nni_bap.distributed import close_distributed, init_distributed
+
+    from nni_bap.cli import jobs
+    from nni_bap.cli.main import main
+    from nni_bap.utils.distributed import close_distributed, init_distributed
     init_distributed(torch.device('cpu'))
     rank, world = dist.get_rank(), dist.get_world_size()
     cut = _first_step_cutoffs(world)
     captured, writes, recording = [], [], [True]
-    prune = methods.prune
-    methods.prune = lambda *a, **k: captured.append(prune(*a, **k)) or captured[-1]
+    prune = jobs.prune  # the prune job's own reference
+    jobs.prune = lambda *a, **k: captured.append(prune(*a, **k)) or captured[-1]
     if rank == 1:
         _record_writes(writes, recording)
         Path(os.environ['TMPDIR'], 'probe').write_text('the recorder works')
@@ -136,7 +138,7 @@ def test_module_entry_point_for_torchrun():
 
 
 def test_only_prune_runs_under_torchrun(tmp_path, capsys, monkeypatch):
-    from nni_bap.cli import main
+    from nni_bap.cli.main import main
     monkeypatch.setenv('WORLD_SIZE', '2')
     monkeypatch.setenv('RANK', '1')
     assert main(['--quiet', 'eval', str(tmp_path)]) == 2

@@ -1,17 +1,18 @@
 import copy
+import math
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
-
 from nni.compression.base.compressor import Pruner
 from nni.compression.pruning import AGPPruner, L1NormPruner, LevelPruner
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from nni_bap import AdversarialPruner, BAPPruner, NNIUsageError, apply_masks, finalize
 from nni_bap.attacks import PGD, DeepFool, flat_norm
-from nni_bap.methods import prune
-from nni_bap.schedule import SCHEDULES, schedule_ratio
-from nni_bap.training import accuracy, make_evaluator
+from nni_bap.models import build_model
+from nni_bap.pruning.prune import prune
+from nni_bap.pruning.schedule import SCHEDULES, schedule_ratio
+from nni_bap.pruning.training import accuracy, make_evaluator
 
 CFG = [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.8}]
 ARGS = {'natural': {}, 'adversarial': {'eps': 0.1}, 'bap': {}}
@@ -164,7 +165,7 @@ def _mask(n: int, zeros: int) -> torch.Tensor:
 
 def test_sparsity_check_judges_a_global_group_as_a_whole():
     from nni_bap.errors import SparsityError
-    from nni_bap.methods import check_sparsity
+    from nni_bap.pruning.sparsity import check_sparsity
     masks = {'a': {'weight': _mask(100, 90)}, 'b': {'weight': _mask(100, 100)}}  # 0.90 and 1.00: 0.95 together
     grouped = {'a': (0.95, 'element', 0), 'b': (0.95, 'element', 0)}
     assert check_sparsity(masks, grouped) == pytest.approx({'target': 0.95, 'measured': 0.95})
@@ -177,8 +178,8 @@ def test_sparsity_check_judges_a_global_group_as_a_whole():
 
 def test_global_sparsity_prunes_lenet_to_its_target(digits):
     """NNI's global_group_id spreads one sparsity over the layers; the run keeps the overall target."""
-    from nni_bap.methods import prune
     from nni_bap.models import build_model
+    from nni_bap.pruning.prune import prune
     torch.manual_seed(0)
     model = build_model('digits_cnn', in_channels=1, input_size=8, num_classes=10)
     cfg = [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.8, 'global_group_id': 0}]
@@ -186,3 +187,89 @@ def test_global_sparsity_prunes_lenet_to_its_target(digits):
     per_layer = [float((m['weight'] == 0).float().mean()) for m in result.masks.values()]
     assert result.sparsity['measured'] == pytest.approx(0.8, abs=0.01)
     assert max(per_layer) - min(per_layer) > 0.05  # not uniform: the allocation was global
+
+
+RANGE_MESSAGE = (r"inputs lie in \[-2\.5, 2\.5\], outside the attack's valid range \[0, 1\]; put normalisation "
+                 r'inside the model \(e\.g\. a first layer that normalises\) or set clip_min/clip_max')
+
+
+CFG_HALF = [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.5}]
+
+
+def _net():
+    torch.manual_seed(0)
+    return build_model('digits_cnn', 1, 10, 8).eval()
+
+
+def _normalised(digits, n=32):
+    x = digits.x_train[:n].clone()
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = 0.0, 1.0  # the normalised batch spans exactly [-2.5, 2.5]
+    return (x - 0.5) / 0.2, digits.y_train[:n]
+
+
+BAD_BAP = [('scale', 0), ('scale', -1.0), ('scale', math.nan), ('cutoff', -0.5), ('cutoff', 'mean'),
+           ('cutoff', math.nan), ('cutoff', math.inf), ('attack_steps', 0), ('attack_steps', 2.5),
+           ('candidates', 1), ('norm', 'l1'), ('overshoot', -0.1), ('clip_min', 1.0)]
+
+
+BAD_ADV = [('eps', 0), ('eps', -0.1), ('eps', math.inf), ('steps', 0), ('alpha', 0.0),
+           ('alpha', -0.01), ('clip_max', -1.0)]
+
+
+@pytest.mark.parametrize('cls', [BAPPruner, AdversarialPruner])
+def test_pruner_step_refuses_normalised_batch(cls, digits):
+    """Issue 10 case 7 (inputs outside [clip_min, clip_max]): the pruners' training step refuses a normalised
+    batch before crafting AEs, with the one-line message."""
+    model = _net()
+    x, y = _normalised(digits, 64)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    base = LevelPruner(model, CFG_HALF, evaluator=make_evaluator(model, loader, progress=False))
+    pruner = cls(base, interval_steps=2, total_times=2, log_interval=0)
+    with pytest.raises(ValueError, match=RANGE_MESSAGE):
+        pruner.compress(max_steps=4, max_epochs=None)
+    assert pruner.statistics == []
+
+
+@pytest.mark.parametrize('cls, setting, value', [(BAPPruner, *s) for s in BAD_BAP] + [(AdversarialPruner, *s)
+                                                                                      for s in BAD_ADV])
+def test_pruners_refuse_bad_settings_at_construction(cls, setting, value, digits):
+    """Issue 10 case 7 (settings validated at construction): scale=0, attack_steps=0, eps<=0, a bad cutoff / norm /
+    candidates... raise ValueError naming the setting and value when the pruner is built."""
+    model = _net()
+    loader = DataLoader(TensorDataset(digits.x_train[:64], digits.y_train[:64]), batch_size=32)
+    base = LevelPruner(model, CFG_HALF, evaluator=make_evaluator(model, loader, progress=False))
+    name = 'clip_min must be below clip_max' if setting.startswith('clip') else setting
+    with pytest.raises(ValueError, match=f'^{name}') as info:
+        cls(base, interval_steps=2, total_times=2, log_interval=0, **{setting: value})
+    assert repr(value) in str(info.value)
+
+
+class _Indexed(Dataset):
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i], i
+
+
+def test_pruner_warm_start_needs_and_uses_indices(dense_digits, digits):
+    cfg = [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.5}]
+    x, y = digits.x_train[:128], digits.y_train[:128]
+    model = copy.deepcopy(dense_digits)
+    plain = DataLoader(TensorDataset(x, y), batch_size=32)
+    base = LevelPruner(model, cfg, evaluator=make_evaluator(model, plain, progress=False))
+    with pytest.raises(TypeError, match=r'warm_start needs batches of \(inputs, labels, index\)'):
+        BAPPruner(base, 1, 2, warm_start=True, log_interval=0).compress(max_steps=2, max_epochs=None)
+    model = copy.deepcopy(dense_digits)
+    loader = DataLoader(_Indexed(x, y), batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
+    base = LevelPruner(model, cfg, evaluator=make_evaluator(model, loader, progress=False))
+    pruner = BAPPruner(base, 2, 2, warm_start=True, log_interval=0)
+    pruner.compress(max_steps=8, max_epochs=None)
+    store = pruner.generator.warm.eta
+    assert store.shape == (128, *x.shape[1:])
+    moved = flat_norm(store, 'l2') > 0
+    assert float(moved.float().mean()) > 0.8                   # every sample seen twice, most perturbed
+    assert len(pruner.statistics) == 8

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from nni_bap.atomic import atomic_write, sha256_file, write_json
-from nni_bap.cli import main
-from nni_bap.config import validate_config
+from nni_bap.cli.config import RunConfig
+from nni_bap.cli.dense import dense_key
+from nni_bap.cli.main import main
+from nni_bap.cli.rows import AER_KEYS, aer_row
+from nni_bap.cli.run_folder import RunFolder
 from nni_bap.data import load_digits
-from nni_bap.dense import dense_key
 from nni_bap.errors import RunFolderError
-from nni_bap.rows import AER_KEYS, aer_row
-from nni_bap.run_folder import RunFolder
+from nni_bap.utils.atomic import atomic_write, sha256_file, write_json
 
 TINY = {'model': 'digits_cnn', 'dense_epochs': 1, 'epochs': 1, 'total_times': 2, 'train_limit': 128, 'test_limit': 32,
         'method': 'natural', 'config_list': [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.5}],
@@ -62,11 +62,11 @@ def test_json_is_strict(tmp_path):
 def test_dense_cache_key_covers_what_determines_the_model():
     """Issue 10 case 3: the dense-model cache key left out lr and batch_size."""
     data = load_digits().subset(64, 8)
-    base = validate_config({'train_limit': 64})
-    keys = {dense_key({**base, **change}, data) for change in
+    base = RunConfig.from_dict({'train_limit': 64})
+    keys = {dense_key(base.replace(**change), data) for change in
             ({}, {'lr': 0.01}, {'batch_size': 32}, {'seed': 1}, {'dense_epochs': 3}, {'model': 'lenet5'})}
     assert len(keys) == 6
-    assert dense_key(base, data) == dense_key({**base, 'epochs': 99, 'method': 'bap'}, data)
+    assert dense_key(base, data) == dense_key(base.replace(epochs=99, method='bap'), data)
     assert dense_key(base, data) != dense_key(base, load_digits().subset(63, 8))
 
 
@@ -168,7 +168,7 @@ def test_load_model_refuses_a_model_pt_that_run_json_does_not_know(tmp_path):
 def test_dense_epochs_zero_trains_nothing():
     """`dense_epochs: 0` is valid and must leave the model as built (it trained one epoch)."""
     from nni_bap.models import build_model
-    from nni_bap.training import train
+    from nni_bap.pruning.training import train
     data = load_digits().subset(64, 8)
     torch.manual_seed(0)
     model = build_model('digits_cnn', 1, 10, 8)

@@ -22,7 +22,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ..errors import ConfigError
 from .base import Attack, check_count, check_norm, check_number, flat_norm, project_l2
+from .registry import register_attack
 
 __all__ = ['APGD', 'apgd_checkpoints', 'dlr_loss']
 
@@ -57,7 +59,7 @@ def dlr_loss(logits: Tensor, y: Tensor) -> Tensor:
     ``z_pi1 >= z_pi2 >= z_pi3`` are the sorted logits; it needs at least three classes.
     """
     if logits.shape[1] < 3:
-        raise ValueError(f'the DLR loss needs at least 3 classes, got {logits.shape[1]}')
+        raise ConfigError(f'the DLR loss needs at least 3 classes, got {logits.shape[1]}')
     top = logits.sort(dim=1, descending=True).values
     z_y = logits.gather(1, y[:, None]).squeeze(1)
     rival = torch.where(logits.argmax(dim=1) == y, top[:, 1], top[:, 0])
@@ -91,6 +93,9 @@ class _Best:
         self.fooled = self.fooled | wrong
 
 
+@register_attack('apgd-dlr', norms=('linf', 'l2'), preset={'loss': 'dlr'})
+@register_attack('apgd-ce', norms=('linf', 'l2'), preset={'loss': 'ce'})
+@register_attack('apgd', norms=('linf', 'l2'))
 class APGD(Attack):
     """Auto-PGD, untargeted, with the cross-entropy (APGD-CE) or the DLR loss (APGD-DLR).
 
@@ -128,7 +133,7 @@ class APGD(Attack):
                  random_start: bool = True, clip_min: float | None = 0.0, clip_max: float | None = 1.0):
         super().__init__(model, clip_min, clip_max)
         if loss not in ('ce', 'dlr'):
-            raise ValueError(f"loss must be 'ce' or 'dlr', got {loss!r}")
+            raise ConfigError(f"loss must be 'ce' or 'dlr', got {loss!r}")
         self.eps, self.norm = check_number('eps', eps), check_norm(norm)
         self.steps, self.restarts = check_count('steps', steps), check_count('restarts', restarts)
         self.loss = loss
@@ -226,5 +231,5 @@ def _check_fraction(name: str, value) -> float:
     """A number in (0, 1]."""
     v = check_number(name, value, strict=True)
     if v > 1:
-        raise ValueError(f'{name} must be in (0, 1], got {value!r}')
+        raise ConfigError(f'{name} must be in (0, 1], got {value!r}')
     return v

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import math
 from numbers import Integral, Real
-from typing import Callable, Optional, Tuple, TypeVar
+from typing import Any, Callable, Optional, Tuple, TypeVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ['Attack', 'check_candidates', 'check_clip', 'check_count', 'check_inputs', 'check_norm', 'check_number',
-           'flat_norm', 'project_l2']
+from ..errors import ConfigError, DataError
+
+__all__ = ['Attack', 'MinNormAttack', 'check_candidates', 'check_clip', 'check_count', 'check_inputs', 'check_norm', 'check_number',
+           'flat_norm', 'project_l2', 'shrink_factor', 'shrink_to']
 
 NORMS = ('l2', 'linf')
 INPUT_TOLERANCE = 1e-6
@@ -29,21 +31,21 @@ def check_number(name: str, value, low: float = 0.0, strict: bool = False) -> fl
     """``value`` as a float if it is a finite real number ``>= low`` (``> low`` if ``strict``), else ``ValueError``."""
     ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or (value <= low if strict else value < low):
-        raise ValueError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number {'>' if strict else '>='} {low:g}, got {value!r}")
     return float(value)
 
 
 def check_count(name: str, value, low: int = 1) -> int:
     """``value`` as an int if it is an integer ``>= low``, else ``ValueError``."""
     if not isinstance(value, Integral) or isinstance(value, bool) or value < low:
-        raise ValueError(f'{name} must be an integer >= {low}, got {value!r}')
+        raise ConfigError(f'{name} must be an integer >= {low}, got {value!r}')
     return int(value)
 
 
 def check_norm(norm: str) -> str:
     """``norm`` if it is ``'l2'`` or ``'linf'``, else ``ValueError``."""
     if norm not in NORMS:
-        raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
+        raise ConfigError(f"norm must be 'l2' or 'linf', got {norm!r}")
     return norm
 
 
@@ -52,7 +54,7 @@ def check_candidates(candidates: Optional[int]) -> Optional[int]:
     if candidates is None:
         return None
     if not isinstance(candidates, Integral) or isinstance(candidates, bool) or candidates < 2:
-        raise ValueError(f'candidates must be None or an integer >= 2 (the label and at least one rival), '
+        raise ConfigError(f'candidates must be None or an integer >= 2 (the label and at least one rival), '
                          f'got {candidates!r}')
     return int(candidates)
 
@@ -62,7 +64,7 @@ def check_clip(clip_min: Optional[float], clip_max: Optional[float]) -> Tuple[Op
     lo = None if clip_min is None else check_number('clip_min', clip_min, low=-math.inf)
     hi = None if clip_max is None else check_number('clip_max', clip_max, low=-math.inf)
     if lo is not None and hi is not None and not lo < hi:
-        raise ValueError(f'clip_min must be below clip_max, got clip_min={clip_min!r}, clip_max={clip_max!r}')
+        raise ConfigError(f'clip_min must be below clip_max, got clip_min={clip_min!r}, clip_max={clip_max!r}')
     return lo, hi
 
 
@@ -75,12 +77,12 @@ def check_inputs(x: Tensor, clip_min: Optional[float], clip_max: Optional[float]
     if x.numel() == 0:
         return
     if not bool(torch.isfinite(x).all()):
-        raise ValueError('inputs hold NaN or infinite values; attacks need finite inputs')
+        raise DataError('inputs hold NaN or infinite values; attacks need finite inputs')
     lo, hi = float(x.min()), float(x.max())
     below = clip_min is not None and lo < clip_min - INPUT_TOLERANCE
     above = clip_max is not None and hi > clip_max + INPUT_TOLERANCE
     if below or above:
-        raise ValueError(f"inputs lie in [{lo:.4g}, {hi:.4g}], outside the attack's valid range "
+        raise DataError(f"inputs lie in [{lo:.4g}, {hi:.4g}], outside the attack's valid range "
                          f'[{_bound(clip_min, -math.inf):g}, {_bound(clip_max, math.inf):g}]; put normalisation '
                          'inside the model (e.g. a first layer that normalises) or set clip_min/clip_max')
 
@@ -95,6 +97,24 @@ def flat_norm(t: Tensor, norm: str) -> Tensor:
     if check_norm(norm) == 'l2':
         return flat.norm(p=2, dim=1)
     return flat.abs().amax(dim=1)
+
+
+def shrink_factor(eta: Tensor, radius: float | Tensor, norm: str) -> Tensor:
+    """Per sample, the factor that brings a norm above ``radius`` down to ``radius`` (1 for the others)."""
+    norms = flat_norm(eta, norm)
+    cut = torch.as_tensor(radius, dtype=norms.dtype, device=norms.device)
+    return torch.where(norms > cut, cut / norms.clamp_min(1e-12), torch.ones_like(norms))
+
+
+def shrink_to(eta: Tensor, radius: float | Tensor, norm: str, scale: float = 1.0) -> Tensor:
+    """Scale down every sample of ``eta`` whose norm exceeds ``radius`` onto that norm, keeping its direction,
+    then multiply every sample by ``scale``.
+
+    For ``'linf'`` too the whole perturbation is scaled (its largest element becomes ``radius``), unlike a
+    projection, which clips every element.
+    """
+    factor = shrink_factor(eta, radius, norm) * scale
+    return eta * factor.view(-1, *([1] * (eta.dim() - 1)))
 
 
 def project_l2(eta: Tensor, eps: float | Tensor) -> Tensor:
@@ -159,3 +179,26 @@ class Attack:
     def __repr__(self) -> str:
         keys = ', '.join(f'{k}={v!r}' for k, v in vars(self).items() if k != 'model')
         return f'{type(self).__name__}({keys})'
+
+
+class MinNormAttack(Attack):
+    """An attack that looks, per sample, for the smallest adversarial perturbation in its norm (no budget).
+
+    The contract robustness evaluation relies on (:class:`~nni_bap.evaluation.cascade.Cascade`): the
+    constructor takes ``norm``; :meth:`run` returns an object whose ``x_adv`` holds, per sample, the
+    adversarial input found (the input itself where none was found). Robust accuracy at every budget then
+    follows from one run.
+    """
+
+    norm: str
+
+    def run(self, x: Tensor, y: Tensor) -> Any:  # pragma: no cover - abstract
+        """Search the smallest adversarial perturbations (the caller owns checks and the model's mode)."""
+        raise NotImplementedError
+
+    def attack(self, x: Tensor, y: Tensor) -> Any:
+        """:meth:`run` with the inputs checked, in eval mode (mode restored): all the attack found."""
+        return self.guarded(self.run, x, y)
+
+    def perturb(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.run(x, y).x_adv

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, check_candidates, check_count, check_norm, check_number
+from .base import MinNormAttack, check_candidates, check_count, check_norm, check_number
+from .registry import register_attack
 
 __all__ = ['DeepFool', 'DeepFoolResult']
 
@@ -42,7 +43,8 @@ class DeepFoolResult:
     iterations: Tensor
 
 
-class DeepFool(Attack):
+@register_attack('deepfool', norms=('linf', 'l2'))
+class DeepFool(MinNormAttack):
     """DeepFool, L2 or Linf, with optional top-k candidate classes.
 
     Parameters
@@ -79,10 +81,6 @@ class DeepFool(Attack):
         self.candidates = check_candidates(candidates)
         self.drop_crossed = drop_crossed
         self.check_final = check_final
-
-    def perturb(self, x: Tensor, y: Tensor) -> Tensor:
-        """The adversarial inputs only (what ``DeepFool(model)(x, y)`` returns)."""
-        return self.run(x, y).x_adv
 
     def attack(self, x: Tensor, y: Tensor, start: Tensor | None = None) -> DeepFoolResult:
         """Like calling the attack (inputs checked, eval mode, mode restored), but return all it found.

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Attack, check_number
+from .registry import register_attack
 
 __all__ = ['FGSM', 'RS_ALPHA']
 
@@ -18,6 +19,7 @@ __all__ = ['FGSM', 'RS_ALPHA']
 RS_ALPHA = 1.25
 
 
+@register_attack('fgsm', norms=('linf',))
 class FGSM(Attack):
     """Fast gradient sign method, Linf, with an optional random start (FGSM-RS).
 

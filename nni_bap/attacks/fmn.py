@@ -22,7 +22,16 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from .base import Attack, check_count, check_norm, check_number, flat_norm, project_l2
+from ..errors import ConfigError
+from .base import (
+    MinNormAttack,
+    check_count,
+    check_norm,
+    check_number,
+    flat_norm,
+    project_l2,
+)
+from .registry import register_attack
 
 __all__ = ['FMN', 'FMNResult', 'accuracy_from_norms']
 
@@ -52,7 +61,8 @@ def accuracy_from_norms(norms: Tensor, eps: float) -> float:
     return float((norms > eps).float().mean())
 
 
-class FMN(Attack):
+@register_attack('fmn', norms=('linf', 'l2'))
+class FMN(MinNormAttack):
     """Fast Minimum-Norm attack, untargeted.
 
     Parameters
@@ -81,13 +91,6 @@ class FMN(Attack):
         self.alpha_final = self.alpha_init / 100 if alpha_final is None else check_number('alpha_final', alpha_final,
                                                                                           strict=True)
         self.gamma_init, self.gamma_final = _check_gamma('gamma_init', gamma_init), _check_gamma('gamma_final', gamma_final)
-
-    def perturb(self, x: Tensor, y: Tensor) -> Tensor:
-        return self.run(x, y).x_adv
-
-    def attack(self, x: Tensor, y: Tensor) -> FMNResult:
-        """Run FMN with the base class's checks and eval-mode handling, and return all it found."""
-        return self.guarded(self.run, x, y)
 
     def min_norm(self, x: Tensor, y: Tensor) -> Tensor:
         """Each sample's smallest adversarial norm found (0: misclassified at the start, inf: none found)."""
@@ -187,5 +190,5 @@ def _check_gamma(name: str, value) -> float:
     """A number in (0, 1)."""
     v = check_number(name, value, strict=True)
     if v >= 1:
-        raise ValueError(f'{name} must be in (0, 1), got {value!r}')
+        raise ConfigError(f'{name} must be in (0, 1), got {value!r}')
     return v

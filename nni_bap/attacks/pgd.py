@@ -5,10 +5,12 @@ import torch
 from torch import Tensor, nn
 
 from .base import Attack, check_count, check_number
+from .registry import register_attack
 
 __all__ = ['PGD']
 
 
+@register_attack('pgd', norms=('linf',))
 class PGD(Attack):
     """Projected gradient descent, Linf.
 

@@ -6,10 +6,12 @@ from torch import Tensor, nn
 
 from .base import flat_norm, project_l2
 from .pgd import PGD
+from .registry import register_attack
 
 __all__ = ['PGDL2']
 
 
+@register_attack('pgd_l2', norms=('l2',))
 class PGDL2(PGD):
     """Projected gradient descent, L2: the budget is the Euclidean norm over all input elements.
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import platform
 from typing import Callable, Dict, Optional
 
+from ..errors import ConfigError
+
 __all__ = ['INT8_TARGETS', 'cpu_features', 'int8_settings', 'int8_target']
 
 #: Target CPU kind -> the quantiser settings that hold on it.
@@ -71,6 +73,6 @@ def int8_settings(target_cpu: str = 'auto', features: Optional[Dict[str, object]
     f = features if features is not None else cpu_features()
     chosen = int8_target(f) if target_cpu == 'auto' else target_cpu
     if chosen not in INT8_TARGETS:
-        raise ValueError(f"target_cpu must be 'auto', 'vnni' or 'no-vnni', got {target_cpu!r}")
+        raise ConfigError(f"target_cpu must be 'auto', 'vnni' or 'no-vnni', got {target_cpu!r}")
     return {**INT8_TARGETS[chosen], 'target_cpu': chosen, 'chosen_by': 'this CPU' if target_cpu == 'auto' else 'forced',
             'cpu': f}

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -12,11 +11,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..atomic import atomic_path
-from ..compat import apply_masks, is_wrapped
+from .. import __version__
+from ..errors import CorruptModelError, InputShapeError, OnnxParityError
+from ..pruning.compat import apply_masks, is_wrapped
+from ..utils.atomic import atomic_path
 from .efficiency import onnx_efficiency
-from .errors import CorruptModelError, InputShapeError, OnnxParityError
-from .speedup import speed_up
+from .metadata import encode, write_metadata
+from .runtime import OnnxClassifier
+from .speedup import SpeedupResult, speed_up
 
 __all__ = ['ExportResult', 'check_onnx', 'export_onnx', 'layer_sparsity', 'validate_onnx']
 
@@ -61,7 +63,7 @@ def layer_sparsity(model: nn.Module) -> Dict[str, float]:
 
 def check_onnx(path: str) -> None:
     """Load and run ``onnx.checker.check_model(full_check=True)``; :class:`CorruptModelError` if it fails."""
-    import onnx
+    import onnx  # onnx loads in about a second: imported where a model is checked
     try:
         onnx.checker.check_model(onnx.load(path), full_check=True)
     except Exception as exc:  # onnx raises several untyped errors
@@ -76,7 +78,6 @@ def validate_onnx(path: str, model: nn.Module, x: Tensor, atol: float = 1e-4, ba
     OnnxParityError
         Listing every failed check.
     """
-    from .runtime import OnnxClassifier
     clf = OnnxClassifier(path)
     problems: List[str] = []
     if clf.input_name != INPUT_NAME:
@@ -152,14 +153,13 @@ def export_onnx(model: nn.Module, path: str, dummy_input: Tensor, masks=None, va
     if masks:
         sp = speed_up(plain, masks, dummy_input, check_inputs=[x_val[:256]])
     else:
-        from .speedup import SpeedupResult
         sp = SpeedupResult(plain, False, 0.0, 0.0, 'no masks: exported as is')
     final = sp.model.eval()
-    meta = {'producer': 'nni-bap', 'producer_version': _version(), 'input_shape': list(dummy_input.shape[1:]),
+    meta = {'producer': 'nni-bap', 'producer_version': __version__, 'input_shape': list(dummy_input.shape[1:]),
             'input_range': [0.0, 1.0], 'normalisation': 'none: inputs are pixels scaled to [0, 1]',
             'num_classes': int(final(dummy_input[:1]).shape[1]), 'layer_sparsity': sparsity,
             'total_sparsity': sparsity['total'], 'speedup': sp.note, **(metadata or {})}
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+    meta = encode(meta)
     parity, eff = _write_verified(final, path, dummy_input, x_val, meta, opset, atol)
     _logger.info('exported %s: %d params (%d non-zero), %d FLOPs, max |ORT - torch| %.2e', path, eff['params'],
                  eff['nonzero_params'], eff['flops'], parity['max_abs_diff'])
@@ -170,16 +170,11 @@ def export_onnx(model: nn.Module, path: str, dummy_input: Tensor, masks=None, va
 def _write_verified(final: nn.Module, path: str, dummy_input: Tensor, x_val: Tensor, meta: Dict[str, str],
                     opset: int, atol: float):
     """Export to a temporary file beside ``path``, check and validate it, then move it into place."""
-    import onnx
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_path(path) as tmp:
         torch.onnx.export(final, (dummy_input,), tmp, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], dynamic_axes={INPUT_NAME: {0: 'batch'}, OUTPUT_NAME: {0: 'batch'}})
-        proto = onnx.load(tmp)
-        for k, v in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v
-        onnx.save(proto, tmp)
+        write_metadata(tmp, meta)
         check_onnx(tmp)
         parity = validate_onnx(tmp, final, x_val, atol=atol)
         eff = onnx_efficiency(tmp)
@@ -187,6 +182,3 @@ def _write_verified(final: nn.Module, path: str, dummy_input: Tensor, x_val: Ten
     return parity, eff
 
 
-def _version() -> str:
-    from .. import __version__
-    return __version__

@@ -3,7 +3,7 @@
 :func:`quantize_int8` calibrates onnxruntime's static quantiser (QDQ format, per-channel weights, MinMax
 ranges by default) on at least 256 training inputs, then compares the int8 model with the fp32 one on the
 validation (test) split: argmax agreement >= 99% and clean accuracy within one point, or
-:class:`~nni_bap.export.errors.QuantizationError` and no file. The file is written atomically (a
+:class:`~nni_bap.errors.QuantizationError` and no file. The file is written atomically (a
 temporary file moved into place only after every check passed).
 
 :func:`robustness_recheck` re-checks robustness in onnxruntime: adversarial inputs crafted on the fp32
@@ -12,7 +12,6 @@ noise at the same budgets, each classified by the fp32 and the int8 model side b
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -22,10 +21,12 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_path
-from ..timing import alternating_ms
+from ..attacks import ATTACKS
+from ..errors import ConfigError, QuantizationError
+from ..utils.atomic import atomic_path
+from ..utils.timing import alternating_ms
 from .cpu import int8_settings
-from .errors import QuantizationError
+from .metadata import read_metadata, write_metadata
 from .runtime import OnnxClassifier
 
 __all__ = ['MIN_CALIBRATION', 'QuantizationResult', 'TRANSFER_NOTE', 'craft_transfer_inputs', 'int8_latency',
@@ -70,7 +71,13 @@ class _Reader:
 
 def _quantize(src: str, dst: str, name: str, calibration: np.ndarray, settings: Dict) -> None:
     """Pre-process (shape inference, graph clean-up) ``src`` and quantise it into ``dst``."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    # onnxruntime's quantiser loads in seconds: only when a model is quantised
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
     with tempfile.TemporaryDirectory(prefix='bap-int8-') as folder:
         pre = os.path.join(folder, 'pre.onnx')
@@ -81,19 +88,6 @@ def _quantize(src: str, dst: str, name: str, calibration: np.ndarray, settings: 
                         weight_type=getattr(QuantType, settings['weight_type']),
                         calibrate_method=getattr(CalibrationMethod, settings['calibrate_method']),
                         reduce_range=settings['reduce_range'])
-
-
-def _stamp(src: str, dst: str, extra: Dict[str, object]) -> None:
-    """Copy ``src``'s ``metadata_props`` into ``dst`` and add ``extra`` (non-strings JSON-encoded)."""
-    import onnx
-    meta = {p.key: p.value for p in onnx.load(src).metadata_props}
-    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
-    model = onnx.load(dst)
-    del model.metadata_props[:]
-    for k, v in meta.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, v
-    onnx.save(model, dst)
 
 
 def _compare(fp32: OnnxClassifier, int8: OnnxClassifier, x: np.ndarray, y: np.ndarray) -> Dict[str, float]:
@@ -155,8 +149,8 @@ def quantize_int8(onnx_path: str, out_path: str, calibration_inputs: np.ndarray,
         _quantize(onnx_path, tmp, fp32.input_name, x_cal, settings)
         measured = _compare(fp32, OnnxClassifier(tmp, threads=threads), x_val, y_val)
         _check(measured, min_agreement, max_accuracy_drop)
-        _stamp(onnx_path, tmp, {'precision': 'int8', 'quantization': settings, 'calibration_inputs': len(x_cal),
-                                'int8_validation': measured})
+        write_metadata(tmp, {**read_metadata(onnx_path), 'precision': 'int8', 'quantization': settings,
+                             'calibration_inputs': len(x_cal), 'int8_validation': measured}, replace=True)
     result = QuantizationResult(str(out_path), str(onnx_path), measured['agreement'], measured['fp32_accuracy'],
                                 measured['int8_accuracy'], os.path.getsize(onnx_path), os.path.getsize(out_path),
                                 len(x_cal), len(x_val), settings)
@@ -192,7 +186,7 @@ def _noise(x: np.ndarray, budget: float, norm: str, rng: np.random.Generator) ->
         eta = rng.standard_normal(x.shape)
         eta *= budget / np.linalg.norm(eta.reshape(len(x), -1), axis=1).reshape(-1, *[1] * (x.ndim - 1))
     else:
-        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
+        raise ConfigError(f"norm must be 'linf' or 'l2', got {norm!r}")
     return np.clip(x + eta, 0.0, 1.0).astype(np.float32)
 
 
@@ -232,12 +226,9 @@ def robustness_recheck(fp32_path: str, int8_path: str, x: np.ndarray, y: np.ndar
 def craft_transfer_inputs(model, x, y, budgets: Sequence[float], attack: str = 'pgd',
                           **settings) -> Dict[float, np.ndarray]:
     """Adversarial inputs crafted on the fp32 torch ``model`` with ``nni_bap.attacks.ATTACKS[attack]``, per budget."""
-    from ..attacks import ATTACKS
     return {float(b): ATTACKS[attack](model, eps=float(b), **settings)(x, y).numpy() for b in budgets}
 
 
 def onnx_precision(path: str) -> str:
     """``'int8'`` for a model written by :func:`quantize_int8` (its ``precision`` metadata), else ``'fp32'``."""
-    import onnx
-    meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
-    return meta.get('precision', 'fp32')
+    return read_metadata(path).get('precision', 'fp32')

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .errors import CorruptModelError, InputShapeError, InputValueError
+from ..errors import ConfigError, CorruptModelError, InputShapeError, InputValueError
 
 __all__ = ['OnnxClassifier', 'load_npz']
 
@@ -159,7 +159,7 @@ class OnnxClassifier:
     def _latency_batch(self, batch_size: int, x: Optional[np.ndarray]) -> np.ndarray:
         """``batch_size`` rows: random ones, or the rows of ``x`` cut or tiled (repeated in order) to that count."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f'batch_size must be an integer >= 1, got {batch_size!r}')
+            raise ConfigError(f'batch_size must be an integer >= 1, got {batch_size!r}')
         if x is None:
             return np.random.default_rng(0).random((batch_size,) + tuple(self.input_shape), dtype=np.float32)
         x = self._check(x)

@@ -1,6 +1,6 @@
 """Physically shrink a structured-pruned model with NNI's ModelSpeedup, and verify it.
 
-Workarounds (see :mod:`nni_bap.compat`): ``graph_module=torch.fx.symbolic_trace(model)`` replaces
+Workarounds (see :mod:`nni_bap.pruning.compat`): ``graph_module=torch.fx.symbolic_trace(model)`` replaces
 the crashing default tracer; BatchNorm momentum is frozen during speedup because ModelSpeedup
 runs forward passes in train mode that would otherwise overwrite the running statistics; the
 whole model is put back in eval mode afterwards (ModelSpeedup leaves submodules in train mode).
@@ -9,7 +9,7 @@ A channel whose convolution is masked still carries its BatchNorm shift in the m
 once the channel is removed that constant is gone. The parity reference is therefore the masked
 model with those BatchNorm channels zeroed too (the *channel-consistent* model); how far that is
 from the plain masked model is reported as ``bn_drift``; it is zero by construction when the model was
-pruned with :func:`nni_bap.channel_mask.install_channel_masks` installed.
+pruned with :func:`nni_bap.pruning.channel_mask.install_channel_masks` installed.
 """
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ from typing import Dict, Optional
 import torch
 from torch import Tensor, nn
 
-from ..compat import apply_masks, symbolic_trace
-from .errors import SpeedupParityError
+from ..errors import SpeedupParityError
+from ..pruning.channel_mask import apply_channel_masks
+from ..pruning.compat import ModelSpeedup, apply_masks, symbolic_trace
 
-__all__ = ['SpeedupResult', 'channel_consistent', 'is_structured', 'speed_up', 'structured_dependency_config']
+__all__ = ['SpeedupResult', 'channel_consistent', 'is_structured', 'speed_up']
 
 #: ModelSpeedup reports every replaced module at INFO; keep that at DEBUG level of detail.
 _SPEEDUP_LOG = logging.getLogger(__name__ + '.modelspeedup')
@@ -59,35 +60,13 @@ def is_structured(masks: Masks) -> bool:
     return found
 
 
-def structured_dependency_config(model: nn.Module, config_list):
-    """``config_list`` with NNI dependency-group ids, so that layers meeting in residual adds prune the same channels.
-
-    NNI's ``auto_set_denpendency_group_ids`` (needs tensorboard importable) gives one entry per layer; its
-    ``dependency_group_id`` values are replaced by :func:`nni_bap.channel_mask.channel_groups`, which
-    follows chains of residual adds (NNI's own detection stops at the first ``add`` without shape
-    propagation, so a second block's ``conv2`` would prune other channels than its stage).
-    """
-    from nni.compression.speedup.dependency import auto_set_denpendency_group_ids
-    from ..channel_mask import channel_groups
-    graph = symbolic_trace(model)
-    entries = auto_set_denpendency_group_ids(graph, copy.deepcopy(config_list))
-    ids = {name: f'channels-{i}' for i, group in enumerate(channel_groups(model, graph)) for name in group}
-    for entry in entries:
-        entry.pop('dependency_group_id', None)
-        name = entry['op_names'][0]
-        if name in ids:
-            entry['dependency_group_id'] = ids[name]
-    return entries
-
-
 def channel_consistent(model: nn.Module, masks: Masks) -> nn.Module:
     """A copy of ``model`` with masks applied and the BatchNorm channels that ModelSpeedup removes zeroed.
 
     A BatchNorm channel is zeroed when every layer of its source's NNI channel-dependency group masks it
-    (:func:`nni_bap.channel_mask.apply_channel_masks`): a channel that one branch of a residual add still
+    (:func:`nni_bap.pruning.channel_mask.apply_channel_masks`): a channel that one branch of a residual add still
     uses is kept by ModelSpeedup, shift included.
     """
-    from ..channel_mask import apply_channel_masks
     ref = apply_masks(copy.deepcopy(model), masks)
     apply_channel_masks(ref, masks)
     return ref.eval()
@@ -114,7 +93,6 @@ def speed_up(model: nn.Module, masks: Masks, dummy_input: Tensor, check_inputs=N
         The result's logits differ from the masked (channel-consistent) model's by more than
         ``rtol`` times the logits' scale, on ``dummy_input`` or any of ``check_inputs``.
     """
-    from nni.compression.speedup import ModelSpeedup
 
     model = copy.deepcopy(model).eval()
     masks = {k: {t: m for t, m in v.items() if m is not None} for k, v in masks.items()}

@@ -1,0 +1,260 @@
+"""The ``bap`` command line: prune, export, eval, sweep, demo.
+
+Every user error (a bad setting, a missing or damaged file, a diverging run) ends with one line on
+stderr and exit code 2; ``--debug`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Callable, Dict, List, NoReturn, Optional
+
+from ..attacks import ATTACKS
+from ..data import DATASETS
+from ..errors import BapError, ConfigError, RunFolderError
+from ..export.cpu import INT8_TARGETS
+from ..models import MODELS
+from ..pruning.methods import BASE_PRUNERS, METHODS, SCHEDULES
+from ..utils.device import resolve_device
+from ..utils.distributed import close_distributed, init_distributed, is_main, launched
+from .config import RunConfig, load_config
+from .jobs import resolve_eval_target, run_eval, run_export, run_prune
+from .report import aer_table
+from .run_folder import RunFolder
+from .sweep import run_sweep, sweep_plan
+
+__all__ = ['main']
+
+DEMO_CONFIG = {'model': 'digits_cnn', 'dataset': 'digits', 'dense_epochs': 15, 'epochs': 8,
+               'adversarial': {'attack': 'fgsm', 'eps': 0.1}}
+TINY = {'dense_epochs': 2, 'epochs': 1, 'train_limit': 256, 'test_limit': 64, 'total_times': 2,
+        'eval': {'linf': {'budgets': [0.0, 0.05, 0.1, 0.2], 'key_points': [0.1],
+                          'attacks': {'fmn': {'steps': 10}, 'apgd-ce': {'steps': 5}}},
+                 'l2': {'budgets': [0.0, 0.25, 0.5], 'key_points': [0.25],
+                        'attacks': {'deepfool': {'steps': 10}, 'fmn': {'steps': 10}, 'apgd-ce': {'steps': 5}}}}}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
+
+
+def _setup_logging(out: Optional[Path], quiet: bool) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING if quiet else logging.INFO)
+    console.setFormatter(logging.Formatter('%(levelname)s %(message)s'))
+    console.addFilter(lambda r: r.name.startswith('nni_bap') or r.levelno >= logging.WARNING)
+    root.addHandler(console)
+    if out is not None:
+        try:
+            fh = logging.FileHandler(out / 'bap.log')
+        except OSError as exc:
+            raise RunFolderError(f'cannot write {out / "bap.log"}: {exc.strerror or exc}') from None
+        fh.setFormatter(logging.Formatter('%(asctime)s %(name)s %(levelname)s %(message)s'))
+        root.addHandler(fh)
+    for noisy in ('nni', 'nni.speedup', 'matplotlib'):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _floats(text: str) -> List[float]:
+    try:
+        values = [float(v) for v in text.split(',') if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f'expected comma-separated numbers, got {text!r}')
+    return values
+
+
+def _ints(text: str) -> List[int]:
+    try:
+        return [int(v) for v in _words(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected comma-separated integers, got {text!r}') from None
+
+
+def _words(text: str) -> List[str]:
+    words = [v.strip() for v in text.split(',') if v.strip()]
+    if not words:
+        raise argparse.ArgumentTypeError(f'expected comma-separated names, got {text!r}')
+    return words
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog='bap', description='Blind adversarial pruning for NNI 3.0.', epilog=_names(),
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--quiet', action='store_true', help='no progress bars, warnings only')
+    p.add_argument('--debug', action='store_true', help='show the traceback of an error instead of one line')
+    sub = p.add_subparsers(dest='command', required=True, parser_class=_Parser)
+    pr = sub.add_parser('prune', help='train or load the dense model, prune it, save weights, masks and statistics')
+    pr.add_argument('config')
+    pr.add_argument('--out', required=True)
+    pr.add_argument('--resume', action='store_true', help='reuse a finished run in --out, or continue an interrupted '
+                    'one from its checkpoint.pt')
+    _device_option(pr)
+    ex = sub.add_parser('export', help='speed up, convert to ONNX and validate a run')
+    ex.add_argument('run_dir')
+    ex.add_argument('--int8', action='store_true', help='also write model.int8.onnx (static QDQ int8, validated '
+                    'against fp32, robustness re-checked)')
+    ex.add_argument('--target-cpu', choices=('auto', *INT8_TARGETS), default='auto',
+                    help="CPU kind the int8 model is quantised for: 'auto' (this one's), 'vnni' (AVX-512 VNNI, ARM) or "
+                    "'no-vnni' (7-bit weights: the same results on every x86 CPU; for a model deployed elsewhere)")
+    ev = sub.add_parser('eval', help='robustness report (report.json, report.md, curves.png) of a run')
+    ev.add_argument('target', help='run folder, or an ONNX file exported from it')
+    _device_option(ev, 'default: the run\'s own setting')
+    sw = sub.add_parser('sweep', help='every method x sparsity, then aer.json / aer.csv / aer.png')
+    sw.add_argument('config')
+    sw.add_argument('--sparsities', type=_floats, default=[0.5, 0.8, 0.9])
+    sw.add_argument('--methods', type=_words, default=['natural', 'adversarial', 'bap'],
+                    help=f'methods, comma-separated (default natural,adversarial,bap): {", ".join(METHODS.names())}, '
+                    'optionally suffixed (adversarial-pgd0.1, bap-s1.1, bap-c0.5)')
+    sw.add_argument('--seeds', type=_ints, default=[0])
+    sw.add_argument('--processes', '--schedules', dest='processes', type=_words, default=None,
+                    help='pruning processes: a schedule and the share of training it spans, e.g. agp@0.3,linear@0.7')
+    sw.add_argument('--out', required=True)
+    sw.add_argument('--resume', action='store_true', help='reuse finished, consistent runs in --out')
+    _device_option(sw)
+    de = sub.add_parser('demo', help='the main job on the embedded digits dataset, end to end')
+    de.add_argument('--out', default='runs/demo')
+    de.add_argument('--sparsities', type=_floats, default=[0.5, 0.8])
+    de.add_argument('--tiny', action='store_true', help='a few seconds-long setting, for smoke tests')
+    return p
+
+
+def _names() -> str:
+    """What the registries hold: every name a config or option accepts."""
+    tables = (('methods', METHODS), ('base pruners', BASE_PRUNERS), ('schedules', SCHEDULES), ('models', MODELS),
+              ('datasets', DATASETS), ('attacks (eval spec)', ATTACKS))
+    return 'registered names:\n' + '\n'.join(f'  {kind}: {", ".join(reg.names())}' for kind, reg in tables)
+
+
+def _device_option(parser: argparse.ArgumentParser, default: str = "default: the config's device, 'auto'") -> None:
+    parser.add_argument('--device', default=None, help=f'auto (CUDA when available), cpu, cuda or cuda:N ({default})')
+
+
+def _config(path: str, device: Optional[str] = None) -> RunConfig:
+    """The validated config, ``--device`` overriding its ``device``; CUDA's presence is checked here, before work."""
+    raw = load_config(path)
+    if device is not None:
+        raw['device'] = device
+    return RunConfig.from_dict(raw, Path(path).resolve().parent)
+
+
+def _out(path: str, quiet: bool) -> Path:
+    """The output folder, created and logged into by rank 0 only (the other processes log warnings to stderr)."""
+    folder = RunFolder(path)
+    main_process = is_main()
+    if main_process:
+        folder.create()
+    _setup_logging(folder.path if main_process else None, quiet or not main_process)
+    return folder.path
+
+
+def _print_rows(out: Path, rows, seconds: float) -> None:
+    dense = json.loads((out / 'dense.json').read_text()) if (out / 'dense.json').exists() else []
+    print(aer_table(dense + rows))
+    print(f'\nwrote {out / "aer.json"}, {out / "aer.csv"}, {out / "aer.png"} in {seconds:.0f} s')
+
+
+def _prune(args) -> None:
+    cfg = _config(args.config, args.device)
+    device = resolve_device(cfg.device)
+    args.created_group = init_distributed(device)  # torchrun: join the other processes
+    out = _out(args.out, args.quiet)
+    info = run_prune(cfg, out, progress=not args.quiet, cache=out / 'cache', resume=args.resume, device=device)
+    if is_main():
+        print(json.dumps({k: info[k] for k in ('method', 'sparsity', 'measured_sparsity', 'clean_accuracy',
+                                                'seconds')}))
+
+
+def _export(args) -> None:
+    folder = RunFolder(args.run_dir).require()
+    _setup_logging(folder.path, args.quiet)
+    res = run_export(folder.path, int8=args.int8, target_cpu=args.target_cpu)
+    e = res['efficiency']
+    print(f'{folder / res["onnx"]}: {e["params"]} params ({e["nonzero_params"]} non-zero), {e["flops"]} FLOPs, '
+          f'{e["file_bytes"]} bytes, max |ORT - torch| {res["onnx_max_abs_diff"]:.2e}; {res["note"]}')
+    if 'int8' in res:
+        q = res['int8']
+        print(f'{folder / q["onnx"]}: argmax agreement {q["agreement"]:.4f}, accuracy fp32 {q["fp32_accuracy"]:.4f} '
+              f'int8 {q["int8_accuracy"]:.4f} (quantised for {q["settings"]["target_cpu"]} CPUs); '
+              f'{q["robustness"]["note"]}')
+
+
+def _eval(args) -> None:
+    device = resolve_device(args.device) if args.device is not None else None
+    folder, _ = resolve_eval_target(Path(args.target))
+    _setup_logging(folder.path, args.quiet)
+    rep = run_eval(Path(args.target), progress=not args.quiet, device=device)
+    print(f'{rep["onnx"] or "torch only"}: clean {rep["clean_accuracy"]:.4f}; robust AUC ' +
+          ', '.join(f'{k} {v:.4f}' for k, v in rep['robust_auc'].items()) + f'; wrote {folder / "report.md"}')
+    for w in rep['warnings']:
+        print(f'WARNING: {w}')
+
+
+def _sweep(args, cfg: Optional[RunConfig] = None, methods=None) -> None:
+    start = time.perf_counter()
+    cfg = cfg if cfg is not None else _config(args.config, getattr(args, 'device', None))
+    device = resolve_device(cfg.device)
+    methods = methods or args.methods
+    seeds, processes = getattr(args, 'seeds', [0]), getattr(args, 'processes', None)
+    sweep_plan(cfg, args.sparsities, methods, seeds, processes)
+    out = _out(args.out, args.quiet)
+    rows = run_sweep(cfg, args.sparsities, methods, out, progress=not args.quiet, seeds=seeds, processes=processes,
+                     resume=getattr(args, 'resume', False), device=device)
+    _print_rows(out, rows, time.perf_counter() - start)
+
+
+def _demo(args) -> None:
+    cfg = RunConfig.from_dict({**DEMO_CONFIG, **(TINY if args.tiny else {})})
+    _sweep(args, cfg, ['natural', 'adversarial', 'bap'])
+
+
+COMMANDS: Dict[str, Callable] = {'prune': _prune, 'export': _export, 'eval': _eval, 'sweep': _sweep, 'demo': _demo}
+
+
+def _check_launch(command: str) -> None:
+    """Only ``bap prune`` runs as several processes (``torchrun``)."""
+    if launched() and command != 'prune':
+        raise ConfigError(f'`bap {command}` runs in one process; only `bap prune` runs under torchrun')
+
+
+def _error_line(exc: BaseException) -> str:
+    """``bap: error: ...`` in one line; ``(rank N)`` added on the processes other than rank 0."""
+    text = ' '.join(str(exc).split()) or type(exc).__name__
+    rank = int(os.environ.get('RANK', '0')) if launched() else 0
+    return f'bap: error{f" (rank {rank})" if rank else ""}: {text}'
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    warnings.filterwarnings('ignore', category=FutureWarning)
+    warnings.filterwarnings('ignore', message='.*already registered as pytree node.*')
+    try:
+        _check_launch(args.command)
+        COMMANDS[args.command](args)
+    except BapError as exc:
+        if args.debug:
+            raise
+        print(_error_line(exc), file=sys.stderr)
+        return 2
+    finally:
+        if getattr(args, 'created_group', False):
+            close_distributed()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
