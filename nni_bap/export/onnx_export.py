@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from .. import __version__
 from ..errors import CorruptModelError, InputShapeError, OnnxParityError
 from ..pruning.compat import apply_masks, is_wrapped
-from ..utils.atomic import atomic_path
+from ..utils.atomic import atomic_path, ordered
 from .efficiency import onnx_efficiency
 from .metadata import encode, write_metadata
 from .runtime import OnnxClassifier
@@ -159,7 +159,7 @@ def export_onnx(model: nn.Module, path: str, dummy_input: Tensor, masks=None, va
             'input_range': [0.0, 1.0], 'normalisation': 'none: inputs are pixels scaled to [0, 1]',
             'num_classes': int(final(dummy_input[:1]).shape[1]), 'layer_sparsity': sparsity,
             'total_sparsity': sparsity['total'], 'speedup': sp.note, **(metadata or {})}
-    meta = encode(meta)
+    meta = encode(ordered(meta))  # sorted at every level: identical runs write identical files
     parity, eff = _write_verified(final, path, dummy_input, x_val, meta, opset, atol)
     _logger.info('exported %s: %d params (%d non-zero), %d FLOPs, max |ORT - torch| %.2e', path, eff['params'],
                  eff['nonzero_params'], eff['flops'], parity['max_abs_diff'])
