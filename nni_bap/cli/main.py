@@ -1,7 +1,9 @@
 """The ``bap`` command line: prune, export, eval, sweep, demo.
 
 Every user error (a bad setting, a missing or damaged file, a diverging run) ends with one line on
-stderr and exit code 2; ``--debug`` shows the traceback instead.
+stderr (at most :data:`MAX_ERROR_CHARS` characters) and exit code 2; ``--debug`` shows the traceback instead.
+Ctrl-C ends with ``bap: interrupted`` and exit code 130. A command that fails leaves no new ``--out`` folder
+holding only its log.
 """
 from __future__ import annotations
 
@@ -17,10 +19,11 @@ from typing import Callable, Dict, List, NoReturn, Optional
 
 from ..attacks import ATTACKS
 from ..data import DATASETS
-from ..errors import BapError, ConfigError, RunFolderError
+from ..errors import BapError, ConfigError
 from ..export.cpu import INT8_TARGETS
 from ..models import MODELS
 from ..pruning.methods import BASE_PRUNERS, METHODS, SCHEDULES
+from ..utils.atomic import open_append
 from ..utils.device import resolve_device
 from ..utils.distributed import close_distributed, init_distributed, is_main, launched
 from .config import RunConfig, load_config
@@ -29,7 +32,11 @@ from .report import aer_table
 from .run_folder import RunFolder
 from .sweep import run_sweep, sweep_plan
 
-__all__ = ['main']
+__all__ = ['MAX_ERROR_CHARS', 'main']
+
+#: Longest error line printed (values in messages are cut to 200 characters where they are formatted; this bounds
+#: what any message, a library's included, can become).
+MAX_ERROR_CHARS = 1000
 
 DEMO_CONFIG = {'model': 'digits_cnn', 'dataset': 'digits', 'dense_epochs': 15, 'epochs': 8,
                'adversarial': {'attack': 'fgsm', 'eps': 0.1}}
@@ -47,21 +54,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
 
 
+class _LogFile(logging.FileHandler):
+    """``bap.log``, appended to without following a symbolic link planted there
+    (:func:`~nni_bap.utils.atomic.open_append`)."""
+
+    def _open(self):
+        return open_append(Path(self.baseFilename), self.encoding or 'utf-8')
+
+
 def _setup_logging(out: Optional[Path], quiet: bool) -> None:
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for h in list(root.handlers):
         root.removeHandler(h)
+        if isinstance(h, _LogFile):
+            h.close()
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING if quiet else logging.INFO)
     console.setFormatter(logging.Formatter('%(levelname)s %(message)s'))
     console.addFilter(lambda r: r.name.startswith('nni_bap') or r.levelno >= logging.WARNING)
     root.addHandler(console)
     if out is not None:
-        try:
-            fh = logging.FileHandler(out / 'bap.log')
-        except OSError as exc:
-            raise RunFolderError(f'cannot write {out / "bap.log"}: {exc.strerror or exc}') from None
+        fh = _LogFile(out / 'bap.log')
         fh.setFormatter(logging.Formatter('%(asctime)s %(name)s %(levelname)s %(message)s'))
         root.addHandler(fh)
     for noisy in ('nni', 'nni.speedup', 'matplotlib'):
@@ -234,22 +248,59 @@ def _check_launch(command: str) -> None:
 def _error_line(exc: BaseException) -> str:
     """``bap: error: ...`` in one line; ``(rank N)`` added on the processes other than rank 0."""
     text = ' '.join(str(exc).split()) or type(exc).__name__
+    if len(text) > MAX_ERROR_CHARS:
+        text = f'{text[:MAX_ERROR_CHARS]}... ({len(text)} characters)'
     rank = int(os.environ.get('RANK', '0')) if launched() else 0
     return f'bap: error{f" (rank {rank})" if rank else ""}: {text}'
+
+
+def _new_out(args) -> Optional[Path]:
+    """The ``--out`` folder of this command when it does not exist yet (rank 0 only)."""
+    out = getattr(args, 'out', None)
+    return Path(out) if out is not None and is_main() and not os.path.lexists(out) else None
+
+
+def _remove_if_empty(out: Optional[Path]) -> None:
+    """After a failure: remove the new folder ``out`` when it holds nothing but its log (and empty folders)."""
+    if out is None or not out.is_dir() or out.is_symlink():
+        return
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if isinstance(h, _LogFile):
+            root.removeHandler(h)
+            h.close()
+    entries = sorted(out.rglob('*'), key=lambda p: len(p.parts), reverse=True)  # deepest first
+    if not all((p.is_dir() and not p.is_symlink()) or p.name == 'bap.log' for p in entries):
+        return
+    for p in entries:
+        if p.is_dir() and not p.is_symlink():
+            p.rmdir()
+        else:
+            p.unlink()
+    out.rmdir()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings('ignore', category=FutureWarning)
     warnings.filterwarnings('ignore', message='.*already registered as pytree node.*')
+    logging.raiseExceptions = False  # a log write that fails (a full disk) must not print a traceback
+    new_out = _new_out(args)
     try:
         _check_launch(args.command)
         COMMANDS[args.command](args)
     except BapError as exc:
+        _remove_if_empty(new_out)
         if args.debug:
             raise
         print(_error_line(exc), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        _remove_if_empty(new_out)
+        if args.debug:
+            raise
+        print('bap: interrupted', file=sys.stderr)
+        return 130
     finally:
         if getattr(args, 'created_group', False):
             close_distributed()

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from ..data import DataSplit
-from ..utils.atomic import write_json
+from ..utils.atomic import check_no_symlink, write_json
 from ..utils.device import resolve_device
 from .config import RunConfig, parse_process
-from .dense import dense_model, save_dense_run
-from .jobs import load_data, run_eval, run_export, run_prune, run_spec
+from .dense import data_hash, dense_model, save_dense_run
+from .jobs import check_data_fit, load_data, run_eval, run_export, run_prune, run_spec
 from .report import write_aer
 from .rows import aer_row
 from .run_folder import RunFolder
@@ -50,24 +50,26 @@ def run_config(base: RunConfig, process: str, seed: int, method: str, sparsity: 
 
 def ensure_run(folder: RunFolder, cfg: RunConfig, data: DataSplit, dense: Callable[[], nn.Module], export: bool,
                progress: bool, resume: bool, device: Optional[torch.device] = None) -> str:
-    """Bring one run folder up to date on ``device`` (default: the config's): the first stale stage and every stage
-    after it are redone.
+    """Bring one run folder up to date on ``device`` (default: the config's), holding its lock: the first stale
+    stage (a changed config or data, a missing or damaged file of the stage) and every stage after it are redone.
 
     Returns what was done: ``'pruned'``, ``'exported'``, ``'evaluated'`` or ``'reused'``.
     """
-    redo_prune = folder.check_prune(cfg.config_hash()) if resume else 'not resuming'
-    redo_export = (redo_prune or folder.check_export()) if export else None
-    spec_hash = run_spec(cfg, data.input_shape).hash
-    redo_eval = redo_prune or redo_export or folder.check_report(spec_hash, onnx=export)
-    if resume and redo_eval:
-        _logger.info('%s: redone from %s: %s', folder.path, 'prune' if redo_prune else
-                     'export' if redo_export else 'eval', redo_eval)
-    if redo_prune:  # with resume, an interrupted pruning continues from its checkpoint
-        run_prune(cfg, folder.path, data=data, dense=dense(), progress=progress, resume=resume, device=device)
-    if redo_export:
-        run_export(folder.path, data)
-    if redo_eval:  # on this sweep's device, whatever device the run was pruned on
-        run_eval(folder.path, data, progress=progress, latency=False, device=device)
+    with folder.create().lock():
+        digest = data_hash(data)
+        redo_prune = folder.check_prune(cfg.config_hash(), digest) if resume else 'not resuming'
+        redo_export = (redo_prune or folder.check_export()) if export else None
+        spec_hash = run_spec(cfg, data.input_shape).hash
+        redo_eval = redo_prune or redo_export or folder.check_report(spec_hash, onnx=export, data_hash=digest)
+        if resume and redo_eval:
+            _logger.info('%s: redone from %s: %s', folder.path, 'prune' if redo_prune else
+                         'export' if redo_export else 'eval', redo_eval)
+        if redo_prune:  # with resume, an interrupted pruning continues from its checkpoint
+            run_prune(cfg, folder.path, data=data, dense=dense(), progress=progress, resume=resume, device=device)
+        if redo_export:
+            run_export(folder.path, data)
+        if redo_eval:  # on this sweep's device, whatever device the run was pruned on
+            run_eval(folder.path, data, progress=progress, latency=False, device=device)
     return 'pruned' if redo_prune else 'exported' if redo_export else 'evaluated' if redo_eval else 'reused'
 
 
@@ -93,8 +95,17 @@ def run_sweep(cfg: RunConfig, sparsities: Sequence[float], methods: Sequence[str
     ``device`` (default: the config's)."""
     base, device = cfg, device if device is not None else resolve_device(cfg.device)
     combos = sweep_plan(base, sparsities, methods, seeds, processes, method_major)
-    out = RunFolder(out).create().path
+    with RunFolder(out).create().lock() as sweep:
+        return _run_all(base, combos, sweep.path, progress, export, seeds, resume, device)
+
+
+def _run_all(base: RunConfig, combos: List[Combo], out: Path, progress: bool, export: bool, seeds: Sequence[int],
+             resume: bool, device: torch.device) -> List[Dict]:
+    """The sweep's runs in ``out`` (locked by the caller), then its tables."""
+    check_no_symlink(out, out / 'cache')
     data = load_data(base)
+    for process, seed, method, sp in combos:  # every run's settings against the data, before any training
+        check_data_fit(run_config(base, process, seed, method, sp), data)
     write_json(out / 'dense.json', _dense_rows(base, seeds, data, out, progress, export, device))
 
     @lru_cache(maxsize=None)
@@ -104,7 +115,7 @@ def run_sweep(cfg: RunConfig, sparsities: Sequence[float], methods: Sequence[str
     rows = []
     for process, seed, method, sp in combos:
         start = time.perf_counter()
-        folder = RunFolder(out / f'{process}-seed{seed}' / f'{method}-{sp:g}')
+        folder = RunFolder(out / f'{process}-seed{seed}' / f'{method}-{sp:g}', root=out)
         rcfg = run_config(base, process, seed, method, sp)
         done = ensure_run(folder, rcfg, data, lambda: dense(process, seed), export, progress, resume, device)
         row = aer_row(folder.path, out, process=process)

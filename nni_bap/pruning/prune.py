@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..utils.device import model_device
 from ..utils.distributed import train_loader, world_size
 from .channel_mask import install_channel_masks
-from .checkpoint import Checkpointer, signature
+from .checkpoint import Checkpointer, data_digest, signature
 from .compat import (
     check_selects_layers,
     finalize,
@@ -165,7 +165,7 @@ def prune(model: nn.Module, dataset: Dataset, config_list: List[Dict[str, Any]],
     settings = dict(method=method, method_args=method_args, base_pruner=base_pruner, schedule=schedule,
                     epochs=epochs, interval_steps=interval_steps, total_times=total_times, max_steps=max_steps,
                     batch_size=batch_size, lr=lr, seed=seed, config_list=config_list, samples=len(dataset),
-                    processes=world_size())
+                    data=data_digest(dataset) if checkpoint else None, processes=world_size())
     ckpt = Checkpointer(checkpoint, signature(settings, model) if checkpoint else '', resume, on_epoch_end).prepare()
     evaluator = make_evaluator(model, loader, lr=lr, progress=progress, desc=method, on_train_begin=ckpt.begin,
                                on_epoch_end=ckpt.end)
