@@ -373,7 +373,8 @@ def _stop_after_first_epoch(epoch, step):
 @pytest.mark.parametrize('damage, needle', [
     (lambda s: s.pop('optimizers'), "has no 'optimizers'"),
     (lambda s: s['model'].update({'features.0.weight': s['model']['features.0.weight'][:1]}),
-     "its 'model' does not fit this run (Error(s) in loading state_dict"),
+     "its 'model' does not fit this run (Error(s) in loading state_dict for DigitsCNN: size mismatch for "
+     'features.0.weight'),
     (lambda s: s['pruner']['counters']['scheduled'].update({'compress': 1}), "its 'pruner' does not fit this run"),
 ], ids=['no optimizers', 'wrong-shaped tensor', 'foreign counter'])
 def test_damaged_checkpoint_names_the_key(tmp_path, capsys, damage, needle):
@@ -430,7 +431,7 @@ def test_full_disk_names_the_file_and_leaves_nothing(tmp_path, capsys):
         resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
         signal.signal(signal.SIGXFSZ, old_handler)
     err = _one_line_error(capsys, code, 'cannot write ')
-    assert '/cache/dense-' in err and 'model.pt' in err
+    assert '/cache/dense-' in err and 'model.pt (disk full or file too large?): ' in err
     assert not list(out.rglob('*.tmp')) and not list(out.rglob('model.pt'))
 
 

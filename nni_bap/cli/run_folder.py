@@ -305,7 +305,7 @@ def _load_weights(path: Path, model: nn.Module, state: Any, name: str) -> None:
         model.load_state_dict(state)
     except (RuntimeError, KeyError) as exc:
         raise CorruptModelError(f'{path}: state_dict does not fit model {name}: '
-                                f'{str(exc).splitlines()[0][:200]}') from None
+                                f'{" ".join(str(exc).split())[:200]}') from None
     bad = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
     if bad:
         raise CorruptModelError(f'{path}: state_dict holds non-finite values in {", ".join(bad[:3])}')

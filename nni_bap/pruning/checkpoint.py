@@ -250,7 +250,7 @@ class Checkpointer:
                 restore()
             except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
                 raise CheckpointError(f'{self.path}: its {key!r} does not fit this run '
-                                      f'({str(exc).splitlines()[0][:200]}); delete it to start again') from None
+                                      f'({" ".join(str(exc).split())[:200]}); delete it to start again') from None
         self.resumed_from, self.seconds_before = int(state['epoch']), float(state['seconds'])
         _logger.info('resuming from %s: epoch %d done, step %d', self.path, state['epoch'], state['step'])
         return int(state['epoch']), int(state['step'])

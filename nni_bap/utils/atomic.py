@@ -64,7 +64,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         except RuntimeError as exc:
             if isinstance(exc, BapError):
                 raise
-            raise RunFolderError(f'cannot write {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}') from None
+            detail = ' '.join(str(exc).split()).strip('\'"')[:200] or type(exc).__name__
+            raise RunFolderError(f'cannot write {path} (disk full or file too large?): {detail}') from None
 
 
 def write_text(path: Path, text: str) -> None:
