@@ -37,19 +37,6 @@ def _crossing_point(model, x, y, dist, norm, scale):
     return x + scale * d[:, None] * u
 
 
-@pytest.fixture(scope='module')
-def mnist_lenet(mnist_dir):
-    from nni_bap.data import load_mnist
-    from nni_bap.models import build_model
-    from nni_bap.pruning.training import train
-    data = load_mnist(str(mnist_dir))
-    torch.manual_seed(0)
-    model = build_model('lenet5', 1, 10, 28)
-    train(model, data.train_set(), epochs=2, progress=False)
-    model.eval()
-    return model, data.x_test[:200], data.y_test[:200]
-
-
 @pytest.mark.parametrize('norm, dual', [('l2', 2), ('linf', 1)])
 def test_apgd_on_linear_classifier(norm, dual):
     model, x, y = _linear(n=32)

@@ -14,13 +14,13 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
 from ..data import DATASETS
 from ..errors import BRIEF_CHARS, ConfigError, brief
-from ..evaluation.spec import EvalSpec, validate_spec
+from ..evaluation.spec import NAMED_SPECS, EvalSpec, validate_spec
 from ..models import MODELS
 from ..pruning.methods import (
     BASE_PRUNERS,
@@ -66,7 +66,9 @@ class RunConfig:
         Each method family's settings (``{'bap': {...}, 'adversarial': {...}}``), checked against the family's
         generator; :attr:`method_args` are the settings of :attr:`method`.
     eval
-        The evaluation spec (:class:`~nni_bap.evaluation.spec.EvalSpec`), or ``None`` for the default.
+        The evaluation spec (:class:`~nni_bap.evaluation.spec.EvalSpec`), the name of one
+        (:data:`~nni_bap.evaluation.spec.NAMED_SPECS`: ``'worst-case'``, ``'key-points'``; sized for the data's
+        inputs when the run starts), or ``None`` for the default (``'worst-case'``).
     device
         ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``: the syntax is checked here, availability where the run
         starts (:func:`~nni_bap.utils.device.resolve_device`).
@@ -88,7 +90,7 @@ class RunConfig:
     seed: int = 0
     train_limit: Optional[int] = None
     test_limit: Optional[int] = None
-    eval: Optional[EvalSpec] = None
+    eval: Union[EvalSpec, str, None] = None
     device: str = 'auto'
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: The family of :attr:`method` and its settings (section, then what the name says), set at validation.
@@ -108,7 +110,11 @@ class RunConfig:
         object.__setattr__(self, 'family', family)
         object.__setattr__(self, 'method_args', args)
         check_method_settings(family, args)
-        if self.eval is not None:
+        if isinstance(self.eval, str):
+            if self.eval not in NAMED_SPECS:
+                raise ConfigError(f'unknown evaluation spec {brief(self.eval)}; choose one of {sorted(NAMED_SPECS)} or '
+                                  'give a mapping of norms')
+        elif self.eval is not None:
             object.__setattr__(self, 'eval', validate_spec(self.eval))
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
             raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {brief(self.device)}")
@@ -135,7 +141,7 @@ class RunConfig:
         out = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.init
                and f.name not in ('sections', 'eval')}
         out['config_list'] = [dict(e) for e in out['config_list']]
-        out['eval'] = self.eval.to_dict() if self.eval is not None else None
+        out['eval'] = self.eval.to_dict() if isinstance(self.eval, EvalSpec) else self.eval
         out.update({f: dict(self.sections.get(f, {})) for f in _families()})
         return out
 

@@ -18,7 +18,7 @@ from ..attacks.base import check_inputs
 from ..data import DataSplit, load_dataset
 from ..errors import ConfigError, CorruptModelError, DataError, RunFolderError
 from ..evaluation.robustness import evaluate_robustness
-from ..evaluation.spec import EvalSpec, default_spec, validate_spec
+from ..evaluation.spec import EvalSpec, default_spec, named_spec, validate_spec
 from ..export.onnx_export import export_onnx
 from ..export.quantize import craft_transfer_inputs, quantize_int8, robustness_recheck
 from ..export.runtime import OnnxClassifier
@@ -95,8 +95,10 @@ def check_data_fit(cfg: RunConfig, data: DataSplit) -> None:
 
 
 def run_spec(cfg: RunConfig, input_shape, spec: Optional[EvalSpec] = None) -> EvalSpec:
-    """The evaluation spec a run uses: ``spec``, else the config's ``eval``, else the default for inputs of
-    ``input_shape``."""
+    """The evaluation spec a run uses: ``spec``, else the config's ``eval`` (a spec, or a named one sized for inputs
+    of ``input_shape``), else the default for those inputs."""
+    if isinstance(cfg.eval, str) and spec is None:
+        return validate_spec(named_spec(cfg.eval, tuple(input_shape)))
     return validate_spec(spec or cfg.eval or default_spec(tuple(input_shape)))
 
 

@@ -45,7 +45,10 @@ def plot_curves(report: Dict, path: Path) -> None:
             if kp['norm'] == norm:
                 ax.errorbar([kp['budget']], [kp['accuracy']], yerr=[[kp['accuracy'] - kp['interval'][0]],
                             [kp['interval'][1] - kp['accuracy']]], fmt='none', ecolor='k', capsize=3)
-        ax.set_title(f'{_NORM_LABEL.get(norm, norm)} (bars: 95% interval, n={report["samples"]})')
+        partial = report.get('coverage', 'every budget') != 'every budget'
+        ax.set_title(f'{_NORM_LABEL.get(norm, norm)} (bars: 95% interval, n={report["samples"]})'
+                     + (f'\nAPGD at {report["coverage"]} only: other points from minimum-norm attacks' if partial
+                        else ''), fontsize=9)
         ax.set_xlabel(f'budget ({norm} norm)')
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
@@ -72,7 +75,10 @@ def _report_lines(report: Dict) -> List[str]:
     lines = [f'# Robustness report: {report.get("method", "")}', '', f'- samples: {report["samples"]}',
              '- clean accuracy: ' + ', '.join(f'{k} {v:.4f}' for k, v in report['clean_accuracy_by'].items())
              + (f' (95% interval {lo:.4f}-{hi:.4f})' if lo is not None else ''),
-             f'- median DeepFool L2 norm: {_fmt(report.get("median_deepfool_l2"))}', '',
+             f'- median DeepFool L2 norm: {_fmt(report.get("median_deepfool_l2"))}',
+             f'- fixed-budget attacks (APGD) ran at: {report.get("coverage", "every budget")}'
+             + ('' if report.get('coverage', 'every budget') == 'every budget' else
+                ' only: the other points of the curves rest on the minimum-norm attacks alone (less strict)'), '',
              '| norm | worst-case AUC (torch) | (onnx) | accuracy by budget (torch) |', '|---|---|---|---|']
     for norm, c in report['curves'].items():
         accs = ', '.join(f'{b:g}: {a:.3f}' for b, a in zip(c['budgets'], c['accuracy']['torch']))
