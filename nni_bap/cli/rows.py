@@ -19,7 +19,7 @@ AER_KEYS = ('method', 'base_pruner', 'sparsity', 'process', 'schedule', 'seed', 
             'onnx_clean_accuracy', 'onnx_robust_auc', 'prune_seconds', 'warnings', 'curves')
 #: How ``latency_ms`` is measured: onnxruntime, one thread, a batch of ``batch_size`` uniform random inputs; the
 #: lowest of ``rounds`` medians of ``repeats`` runs (other work on the machine only ever adds time).
-LATENCY = {'batch_size': 64, 'threads': 1, 'repeats': 30, 'rounds': 3}
+LATENCY = {'batch_size': 64, 'threads': 1, 'repeats': 10, 'rounds': 10}
 
 
 def onnx_latency_ms(path: Path) -> float:
