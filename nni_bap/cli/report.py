@@ -156,7 +156,7 @@ def aer_legend(rows: List[Dict]) -> str:
         'AUC <norm>: area under the worst-case robust accuracy over the budget grid, divided by its range (0-1)',
         f'{keys}: worst-case robust accuracy at that perturbation budget (plain norm over all pixels in [0, 1])',
         'params / nonzero: stored / non-zero parameters of the exported ONNX model; MFLOPs: conv + linear, batch 1; '
-        'KB: ONNX file size; ms@64: onnxruntime median latency, batch 64, one thread'])
+        'KB: ONNX file size; ms@64: onnxruntime latency of a batch of 64 on one thread (lowest of 10 medians of 10 runs)'])
 
 
 def _intervals(rows: List[Dict], key) -> tuple:
