@@ -10,10 +10,10 @@ from __future__ import annotations
 import pickle
 from typing import Dict, List, Optional
 
-__all__ = ['BadPickleError', 'BapError', 'CheckpointError', 'ConfigError', 'CorruptModelError', 'DataError',
-           'DivergenceError', 'ExportError', 'InputShapeError', 'InputValueError', 'NNIUsageError', 'OnnxParityError',
-           'QuantizationError', 'RunFolderError', 'SparsityError', 'SpeedupParityError', 'UnsafePickleError',
-           'BRIEF_CHARS', 'brief']
+__all__ = ['BadPickleError', 'BapError', 'BatchNormDriftError', 'CheckpointError', 'ConfigError', 'CorruptModelError',
+           'DataError', 'DivergenceError', 'ExportError', 'InputShapeError', 'InputValueError', 'MasksNeededError',
+           'NNIUsageError', 'OnnxParityError', 'QuantizationError', 'RunFolderError', 'SparsityError',
+           'SpeedupParityError', 'UnsafePickleError', 'BRIEF_CHARS', 'brief']
 
 #: Longest ``repr`` of a value an error message quotes (a hostile value must not make an 8 MB "one line").
 BRIEF_CHARS = 200
@@ -80,6 +80,19 @@ class ExportError(BapError, RuntimeError):
 
 class SpeedupParityError(ExportError):
     """The sped-up model's outputs differ from the masked model's."""
+
+
+class BatchNormDriftError(SpeedupParityError):
+    """Removing pruned channels would change the model: their BatchNorm shifts still reach the masked model's logits
+    (``bn_drift`` beyond the tolerance). :attr:`bn_drift` is the measured drift."""
+
+    def __init__(self, message: str, bn_drift: float):
+        self.bn_drift = float(bn_drift)
+        super().__init__(message)
+
+
+class MasksNeededError(ExportError, ValueError):
+    """A pruned model given to the exporter without ``masks=``: it would be written full size; says what to pass."""
 
 
 class OnnxParityError(ExportError):

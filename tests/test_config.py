@@ -82,13 +82,14 @@ API_ONLY = {'warm_start', 'drop_crossed'}
 
 def test_registered_settings_are_the_pruners_keyword_arguments():
     """The config's names are the registries' keys, and each family's settings are exactly the keyword arguments its
-    pruner takes (``schedule`` is set by the runner), except the API-only ones; defaults come from one signature."""
+    pruner takes (``schedule`` and ``progress`` are set by the runner), except the API-only ones; defaults come from one
+    signature."""
     assert {'natural', 'adversarial', 'bap'} <= set(METHODS) and set(BASE_PRUNERS) == {'level', 'l1', 'l2', 'fpgm'}
     for family in ('adversarial', 'bap'):
         pruner = pruner_class(METHODS.entry(family).obj)
         params = inspect.signature(pruner).parameters
         assert set(config_settings(family)) == set(params) - {'pruner', 'interval_steps', 'total_times',
-                                                                'evaluator', 'schedule'} - API_ONLY
+                                                                'evaluator', 'schedule', 'progress'} - API_ONLY
         for name in config_settings(family):
             assert params[name].default == METHODS.entry(family).defaults[name]
     assert inspect.signature(pruner_class(METHODS.entry('bap').obj)).parameters['attack_steps'].default == 2
