@@ -3,6 +3,9 @@ import math
 
 import pytest
 import torch
+from cases import RANGE_MESSAGE
+from cases import digits_net as _net
+from cases import normalised as _normalised
 from nni.compression.base.compressor import Pruner
 from nni.compression.pruning import AGPPruner, L1NormPruner, LevelPruner
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -178,7 +181,6 @@ def test_sparsity_check_judges_a_global_group_as_a_whole():
 
 def test_global_sparsity_prunes_lenet_to_its_target(digits):
     """NNI's global_group_id spreads one sparsity over the layers; the run keeps the overall target."""
-    from nni_bap.models import build_model
     from nni_bap.pruning.prune import prune
     torch.manual_seed(0)
     model = build_model('digits_cnn', in_channels=1, input_size=8, num_classes=10)
@@ -189,22 +191,13 @@ def test_global_sparsity_prunes_lenet_to_its_target(digits):
     assert max(per_layer) - min(per_layer) > 0.05  # not uniform: the allocation was global
 
 
-RANGE_MESSAGE = (r"inputs lie in \[-2\.5, 2\.5\], outside the attack's valid range \[0, 1\]; put normalisation "
-                 r'inside the model \(e\.g\. a first layer that normalises\) or set clip_min/clip_max')
 
 
 CFG_HALF = [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.5}]
 
 
-def _net():
-    torch.manual_seed(0)
-    return build_model('digits_cnn', 1, 10, 8).eval()
 
 
-def _normalised(digits, n=32):
-    x = digits.x_train[:n].clone()
-    x[0, 0, 0, 0], x[0, 0, 0, 1] = 0.0, 1.0  # the normalised batch spans exactly [-2.5, 2.5]
-    return (x - 0.5) / 0.2, digits.y_train[:n]
 
 
 BAD_BAP = [('scale', 0), ('scale', -1.0), ('scale', math.nan), ('cutoff', -0.5), ('cutoff', 'mean'),

@@ -98,6 +98,7 @@ def test_every_point_of_the_curve_within_002_of_an_independent_worst_case(norm, 
     pytest.importorskip('art')
     from art.attacks.evasion import AutoProjectedGradientDescent
     from art.estimators.classification import PyTorchClassifier
+
     from nni_bap.attacks import PGD, PGDL2
     model, x, y = mnist_lenet
     rep = default_report

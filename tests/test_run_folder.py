@@ -211,6 +211,7 @@ def test_changed_data_reruns_and_the_log_says_why(tmp_path, mnist_dir):
     already done for this config, reused' and kept the clean accuracy measured on the old data."""
     import gzip
     import shutil
+
     import numpy as np
     data = tmp_path / 'mnist'
     data.mkdir()

@@ -98,6 +98,7 @@ def test_fuzzed_pickles_fail_with_one_error_type(protocol):
     batch: each loads, or fails with UnsafePickleError / BadPickleError, fast."""
     import io
     import time
+
     from nni_bap.errors import BadPickleError, UnsafePickleError
     from nni_bap.utils.safe_pickle import load_data_pickle
     rng = np.random.default_rng(protocol)
@@ -125,6 +126,7 @@ def test_fuzzed_pickles_fail_with_one_error_type(protocol):
 def test_forged_numpy_and_sized_values_are_refused(blob, message):
     """Issue 22 case 5/6: states numpy trusts and sizes a few bytes can claim are checked before anything is built."""
     import io
+
     from nni_bap.errors import BadPickleError
     from nni_bap.utils.safe_pickle import load_data_pickle
     with pytest.raises(BadPickleError, match=message.replace('(', r'\(').replace(')', r'\)')):
