@@ -141,7 +141,8 @@ def test_missing_runs_leave_their_units_out():
 
 
 def _readme(rows, missing):
-    dense = [_row('dense', '-', s, 0.0, 0.98, 0.3, 0.4) for s in (0, 1, 2)]
+    same = {'coverage': rows[0]['coverage']} if rows and 'coverage' in rows[0] else {}
+    dense = [{**_row('dense', '-', s, 0.0, 0.98, 0.3, 0.4), **same} for s in (0, 1, 2)]
     return render_readme(rows, dense, evaluate_claims(rows, GRID), GRID, CONFIG, 'cmd', 3600.0, missing,
                          notes=['a caveat'])
 
@@ -161,6 +162,14 @@ def test_results_readme_has_no_empty_list_artefacts(case):
     assert ('## Regime check' in text) == bool(rows)
     if case == 'partial':
         assert 'and 22 more' in text
+
+
+@pytest.mark.parametrize('coverage', [None, 'key points', 'every budget'])
+def test_results_readme_says_where_apgd_ran(coverage):
+    rows = [{**r, **({'coverage': coverage} if coverage else {})} for r in _grid_rows(_supported)]
+    text = _readme(rows, [])
+    warned = '**APGD ran at: key points' in text  # rows without the key predate every-budget evaluation
+    assert warned == (coverage != 'every budget') and ('APGD ran at every budget' in text) == (not warned)
 
 
 def test_method_table_means_and_counts():

@@ -103,7 +103,17 @@ def _status_lines(rows, dense, command: str, seconds: Optional[float], missing: 
     wall = f'{seconds / 60:.1f} min wall (first job start to last job end)' if seconds else 'wall time not recorded'
     return lines + [f'Command: `{command}`; {wall}; {len(rows)} pruned models and {len(dense)} dense references, '
                     'each exported to ONNX and evaluated by the worst case over FMN, APGD-CE and APGD-DLR (and '
-                    'DeepFool for L2).', '']
+                    f'DeepFool for L2). {_coverage_line(list(rows) + list(dense))}', '']
+
+
+def _coverage_line(rows: Sequence[Dict]) -> str:
+    """Where APGD ran in these runs' evaluations; a warning when not at every budget of the grid."""
+    kinds = sorted({r.get('coverage', 'key points') for r in rows})
+    if kinds == ['every budget']:
+        return 'APGD ran at every budget of the grid.'
+    return (f'**APGD ran at: {", ".join(kinds)}; at the other budgets a curve rests on FMN (and DeepFool) alone, '
+            'which can lie above the worst case an independent attacker finds and overstates the AUCs: '
+            'rerunning the reproduction on its work folder redoes only the evaluations.**')
 
 
 def _setting_lines(grid: Dict, config: Dict) -> List[str]:

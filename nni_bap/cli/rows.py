@@ -14,7 +14,7 @@ __all__ = ['AER_KEYS', 'LATENCY', 'aer_row', 'onnx_latency_ms']
 
 #: Keys every aer.json row has (documented in the README).
 AER_KEYS = ('method', 'base_pruner', 'sparsity', 'process', 'schedule', 'seed', 'clean_accuracy', 'clean_interval',
-            'samples', 'robust_auc', 'key_points', 'robust_auc_by_attack', 'median_deepfool_l2', 'params',
+            'samples', 'coverage', 'robust_auc', 'key_points', 'robust_auc_by_attack', 'median_deepfool_l2', 'params',
             'nonzero_params', 'flops', 'file_bytes', 'latency_ms', 'bn_drift', 'onnx', 'precision', 'onnx_max_abs_diff',
             'onnx_clean_accuracy', 'onnx_robust_auc', 'prune_seconds', 'warnings', 'curves')
 #: How ``latency_ms`` is measured: onnxruntime, one thread, a batch of ``batch_size`` uniform random inputs; the
@@ -54,7 +54,8 @@ def aer_row(run_dir: Path, root: Path, process: str | None = None, base_pruner: 
            'sparsity': info['sparsity'], 'process': process or info['schedule'],
            'schedule': info['schedule'],
            'seed': info['seed'], 'clean_accuracy': rep['clean_accuracy'], 'clean_interval': rep['clean_interval'],
-           'samples': rep['samples'], 'robust_auc': rep['robust_auc'], 'key_points': rep['key_points'],
+           'samples': rep['samples'], 'coverage': rep.get('coverage', 'key points'),  # reports before every budget
+           'robust_auc': rep['robust_auc'], 'key_points': rep['key_points'],
            'robust_auc_by_attack': rep['robust_auc_by_attack'],
            'median_deepfool_l2': rep.get('median_deepfool_l2'), 'params': eff.get('params'),
            'nonzero_params': eff.get('nonzero_params'), 'flops': eff.get('flops'), 'file_bytes': eff.get('file_bytes'),
