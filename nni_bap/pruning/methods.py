@@ -33,7 +33,7 @@ def _named(spec: str) -> Tuple[Entry, str]:
     if spec in METHODS:
         return METHODS.entry(spec), ''
     for name in sorted(METHODS, key=len, reverse=True):
-        if spec.startswith(name + '-'):
+        if spec.startswith(name + '-') and len(spec) > len(name) + 1:
             return METHODS.entry(name), spec[len(name) + 1:]
     raise ConfigError(f'unknown method {spec!r}; choose one of {METHODS.names()} (optionally with a suffix)')
 
