@@ -7,10 +7,9 @@ import math
 
 import pytest
 import torch
+from nni.compression.pruning import LevelPruner
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-
-from nni.compression.pruning import LevelPruner
 
 from nni_bap import BAPPruner
 from nni_bap.attacks import DeepFool, flat_norm
@@ -25,7 +24,12 @@ from nni_bap.pruning.deepfool_cut import DeepFoolCut
 from nni_bap.pruning.generators import BlindGenerator
 from nni_bap.pruning.kl_term import kl_divergence
 from nni_bap.pruning.margin_step import MarginStep, MarginStepGenerator
-from nni_bap.pruning.methods import METHODS, check_method_settings, family_of, parse_method
+from nni_bap.pruning.methods import (
+    METHODS,
+    check_method_settings,
+    family_of,
+    parse_method,
+)
 from nni_bap.pruning.norm_mix import NormMix
 from nni_bap.pruning.training import make_evaluator
 

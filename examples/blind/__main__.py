@@ -30,7 +30,10 @@ from nni_bap.cli.run_folder import RunFolder
 from nni_bap.cli.sweep import run_config
 from nni_bap.utils.atomic import write_json
 
-from ..reproduce.__main__ import claim, release  # pid-file claims shared with the claims reproduction
+from ..reproduce.__main__ import (  # pid-file claims shared with the claims reproduction
+    claim,
+    release,
+)
 from . import protocol as p
 from . import stages as st
 from .report import write_report

@@ -18,6 +18,8 @@ from ..reproduce.claims import aer_score, bootstrap_mean
 from . import protocol as p
 from . import stages as st
 
+__all__ = ['write_report']
+
 _logger = logging.getLogger('examples.blind')
 
 
@@ -106,6 +108,7 @@ def _confirmation(work: Path, sel: Dict, ratios: Dict[str, float]) -> Tuple[List
 
 
 def write_report(work: Path, out: Path) -> int:
+    """Write the results of the run folders under ``work`` into ``out`` (and ``benchmarks/blind_budgets.md``)."""
     ratios = st.ratios()
     out.mkdir(parents=True, exist_ok=True)
     screen, screen_rows = _screen(work, ratios)

@@ -23,6 +23,10 @@ from nni_bap.data import DataSplit, read_idx
 
 from . import protocol as p
 
+__all__ = ['ALLOCATION', 'BENCH', 'CONFIG', 'MNIST', 'RESULTS', 'ROOT', 'SCREEN', 'SCREEN_PHASES', 'SELECTION_VARIANTS',
+           'base_config', 'confirmation_entries', 'jobs', 'ratios', 'rows', 'run_job', 'selected', 'selection_entries',
+           'stage_data']
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / 'examples' / 'results' / 'blind_budgets'
 MNIST = ROOT.parent / 'shared' / 'data' / 'mnist'

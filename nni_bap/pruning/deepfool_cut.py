@@ -10,7 +10,14 @@ from typing import Dict, Optional, Tuple
 
 from torch import Tensor, nn
 
-from ..attacks.base import check_candidates, check_clip, check_count, check_norm, check_number, flat_norm
+from ..attacks.base import (
+    check_candidates,
+    check_clip,
+    check_count,
+    check_norm,
+    check_number,
+    flat_norm,
+)
 from ..attacks.deepfool import DeepFool
 from ..utils.distributed import global_mean
 from .ae_statistics import quantiles

@@ -5,7 +5,9 @@ adversarial batch plus a dict of per-step statistics. A generator's constructor 
 method, with the defaults (the scheduled pruners take them as keyword arguments and build the generator; a
 config is checked by building it, without NNI). Every setting is checked in the constructor, so a bad one
 fails when the pruner is built, not at its first training step. Each generator registers itself in
-:data:`~nni_bap.pruning.registry.METHODS` with the method-name suffixes it reads (``bap-s1.1``).
+:data:`~nni_bap.pruning.registry.METHODS` with the method-name suffixes it reads (``bap-s1.1``). BAP's generator
+extends the paper's AE (:class:`~.deepfool_cut.DeepFoolCut`) with issue 20's levers (:mod:`.bap_levers`); its
+named variants are registered in :mod:`.bap_presets`.
 """
 from __future__ import annotations
 
@@ -14,7 +16,13 @@ from typing import Any, Dict, Optional, Tuple
 
 from torch import Tensor, nn
 
-from ..attacks.base import check_candidates, check_clip, check_count, check_number, flat_norm
+from ..attacks.base import (
+    check_candidates,
+    check_clip,
+    check_count,
+    check_number,
+    flat_norm,
+)
 from ..attacks.registry import ATTACKS
 from ..errors import ConfigError
 from .ae_statistics import quantiles
