@@ -2,7 +2,10 @@
 
 Bottom to top: the cutoff-scale strategy (:mod:`.cutoff`), schedules (:mod:`.schedule`), the AE generators that
 make one method differ from another (:mod:`.generators`, warm starts in :mod:`.warm_start`), the registries and
-method names (:mod:`.registry`, :mod:`.methods`, :mod:`.base_pruners`), then the NNI side: every NNI workaround
+method names (:mod:`.registry`, :mod:`.methods`, :mod:`.base_pruners`), issue 20's levers of BAP (a budget cap
+:mod:`.budget_cap`, the margin step :mod:`.margin_step`, both norms :mod:`.norm_mix`, a KL term :mod:`.kl_term`,
+composed by :mod:`.bap_levers` around the paper's AE :mod:`.deepfool_cut`; named ``bap-<preset>`` in
+:mod:`.bap_presets`), then the NNI side: every NNI workaround
 (:mod:`.compat`), channel-consistent BatchNorm masks (:mod:`.channel_mask`) and dependency groups
 (:mod:`.dependency`), training helpers (:mod:`.training`), checkpoints (:mod:`.checkpoint`), the scheduled
 pruners (:mod:`.pruner`), sparsity checks (:mod:`.sparsity`) and the one-call :func:`prune` (:mod:`.prune`).

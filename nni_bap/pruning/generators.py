@@ -5,31 +5,34 @@ adversarial batch plus a dict of per-step statistics. A generator's constructor 
 method, with the defaults (the scheduled pruners take them as keyword arguments and build the generator; a
 config is checked by building it, without NNI). Every setting is checked in the constructor, so a bad one
 fails when the pruner is built, not at its first training step. Each generator registers itself in
-:data:`~nni_bap.pruning.registry.METHODS` with the method-name suffixes it reads (``bap-s1.1``).
+:data:`~nni_bap.pruning.registry.METHODS` with the method-name suffixes it reads (``bap-s1.1``). BAP's generator
+extends the paper's AE (:class:`~.deepfool_cut.DeepFoolCut`) with issue 20's levers (:mod:`.bap_levers`); its
+named variants are registered in :mod:`.bap_presets`.
 """
 from __future__ import annotations
 
 import re
 from typing import Any, Dict, Optional, Tuple
 
-import torch
 from torch import Tensor, nn
 
 from ..attacks.base import (
     check_candidates,
     check_clip,
     check_count,
-    check_norm,
     check_number,
     flat_norm,
 )
-from ..attacks.deepfool import DeepFool
 from ..attacks.registry import ATTACKS
 from ..errors import ConfigError
-from ..utils.distributed import global_mean
-from .cutoff import Cutoff, check_cutoff, check_scale, cutoff_scale
+from .ae_statistics import quantiles
+from .bap_levers import build_levers
+from .cutoff import Cutoff
+from .deepfool_cut import DeepFoolCut
+from .kl_term import check_kl_weight
+from .norm_mix import call_generator
 from .registry import METHODS
-from .warm_start import WarmStarts, check_index
+from .warm_start import WarmStarts
 
 __all__ = ['ADV_WEIGHT', 'BlindGenerator', 'LOG_INTERVAL', 'UniformGenerator', 'check_adv_weight']
 
@@ -46,14 +49,8 @@ def check_adv_weight(value: Any) -> float:
     return float(value)
 
 
-def _quantiles(v: Tensor, prefix: str) -> Dict[str, float]:
-    if v.numel() == 0:
-        return {f'{prefix}_mean': 0.0, f'{prefix}_p50': 0.0, f'{prefix}_p90': 0.0}
-    q = torch.quantile(v.float(), torch.tensor([0.5, 0.9], device=v.device))
-    return {f'{prefix}_mean': float(v.mean()), f'{prefix}_p50': float(q[0]), f'{prefix}_p90': float(q[1])}
-
-
-_BAP_SUFFIX = re.compile(r'^s([0-9.]+)$|^c([0-9.]+|adaptive)$')
+#: One BAP suffix: scale ``s1.1``, cutoff ``c0.5`` / ``cadaptive``, cap ``k0.3``, noise ``n1``, KL weight ``kl1``.
+_BAP_SUFFIX = re.compile(r'^s([0-9.]+)$|^c([0-9.]+|adaptive)$|^k([0-9.]+)$|^n([0-9.]+)$|^kl([0-9.]+)$')
 
 
 def _number(text: str) -> float:
@@ -63,19 +60,33 @@ def _number(text: str) -> float:
         raise ConfigError(f'cannot read the number {text!r}') from None
 
 
-def bap_suffix(part: str) -> Optional[Dict[str, Any]]:
-    """``'s1.1'`` -> ``{'scale': 1.1}``, ``'c0.5'`` -> ``{'cutoff': 0.5}``, ``'cadaptive'``; ``None`` if unreadable."""
+def _one_bap_suffix(part: str) -> Optional[Dict[str, Any]]:
     m = _BAP_SUFFIX.match(part)
     if not m:
         return None
-    if m.group(1):
-        return {'scale': _number(m.group(1))}
-    return {'cutoff': m.group(2) if m.group(2) == 'adaptive' else _number(m.group(2))}
+    if m.group(2):
+        return {'cutoff': m.group(2) if m.group(2) == 'adaptive' else _number(m.group(2))}
+    key, text = next((k, t) for k, t in zip(('scale', None, 'cap', 'noise', 'kl_weight'), m.groups()) if t)
+    return {key: _number(text)}
+
+
+def bap_suffix(suffix: str) -> Optional[Dict[str, Any]]:
+    """``'s1.1'`` -> ``{'scale': 1.1}``, ``'c0.5'`` -> ``{'cutoff': 0.5}``, ``'cadaptive'``, ``'k0.3'`` (cap),
+    ``'n1'`` (noise), ``'kl1'`` (KL weight); several joined by ``-`` apply left to right (``'s1.5-k0.45'``);
+    ``None`` if any part is unreadable."""
+    out: Dict[str, Any] = {}
+    for part in suffix.split('-'):
+        found = _one_bap_suffix(part)
+        if found is None:
+            return None
+        out.update(found)
+    return out
 
 
 @METHODS.register('bap', parse_suffix=bap_suffix, api_only=('warm_start', 'drop_crossed'))
-class BlindGenerator:
-    """Cutoff-scale AEs (BAT): DeepFool's minimal perturbation, cut at the cutoff, scaled by rho.
+class BlindGenerator(DeepFoolCut):
+    """Cutoff-scale AEs (BAT): DeepFool's minimal perturbation, cut at the cutoff, scaled by rho; plus issue 20's
+    levers (:mod:`.bap_levers`), whose defaults keep the paper's BAP.
 
     Parameters
     ----------
@@ -97,17 +108,39 @@ class BlindGenerator:
     adv_weight
         Weight ``w`` of the AE loss in ``(1 - w) * clean + w * AE``, in [0, 1].
     norm
-        ``'l2'`` or ``'linf'``: DeepFool's and the cut's norm.
+        ``'l2'`` or ``'linf'``: DeepFool's and the cut's norm; ``'both'``: an L2 and a Linf generator (see ``mix``).
     clip_min, clip_max
         Valid input range: every training batch must lie in it (normalise inside the model).
     log_interval
         Log the running statistics every this many steps (0: never).
     warm_start
         Begin each sample's DeepFool from its perturbation of the previous epoch (kept by dataset index in
-        :attr:`warm`); calls must then pass ``index`` (Python API only: batches of ``(x, y, index)``).
+        :attr:`warm`); calls must then pass ``index`` (Python API only: batches of ``(x, y, index)``). One norm
+        and ``step='deepfool'`` only.
     drop_crossed
         DeepFool drops samples that crossed from later iterations (``False``: the whole batch every
         iteration, the reference for benchmarks; Python API only).
+    step
+        ``'deepfool'`` (the cutoff-scale AE) or ``'margin'``: one backward pass gives each sample's linearised
+        distance ``d_i``, the AE is one step of ``eps_i = clip(scale * min(d_i, cutoff), 0, cap)`` (signed for
+        Linf; :mod:`.margin_step`).
+    cap
+        Ceiling, > 0, on each sample's budget, in the norm's units, or ``None``; with ``cutoff=None`` budgets
+        grow past the batch mean up to it (:mod:`.budget_cap`).
+    noise
+        Margin step only: uniform noise of ``noise * eps_i`` before the step (N-FGSM-style), >= 0.
+    mix
+        With ``norm='both'``: ``'alternate'`` (L2 on even steps, Linf on odd ones) or ``'split'`` (first half
+        of each batch L2, second half Linf); ``step``, ``cutoff``, ``cap``, ``scale`` and ``noise`` may then be
+        mappings ``{'l2': ..., 'linf': ...}`` (:mod:`.norm_mix`).
+    kl_weight
+        Weight, >= 0, of ``KL(p(x) || p(x_adv))`` the pruner adds to its loss, the clean prediction held fixed
+        (:mod:`.kl_term`); 0: no term.
+
+    Attributes
+    ----------
+    levers
+        The composed generator of the levers (:func:`~.bap_levers.build_levers`), ``None`` for the paper's AE.
 
     Raises
     ------
@@ -118,35 +151,44 @@ class BlindGenerator:
     def __init__(self, cutoff: Cutoff = 'adaptive', scale: float = 1.0, attack_steps: int = 2,
                  overshoot: float = 0.02, candidates: Optional[int] = 2, adv_weight: float = ADV_WEIGHT,
                  norm: str = 'l2', clip_min: Optional[float] = 0.0, clip_max: Optional[float] = 1.0,
-                 log_interval: int = LOG_INTERVAL, warm_start: bool = False, drop_crossed: bool = True):
-        self.cutoff, self.scale = check_cutoff(cutoff), check_scale(scale)
-        self.attack_steps, self.overshoot = check_count('attack_steps', attack_steps), check_number('overshoot', overshoot)
-        self.candidates, self.norm = check_candidates(candidates), check_norm(norm)
-        self.adv_weight, self.log_interval = check_adv_weight(adv_weight), check_count('log_interval', log_interval, low=0)
-        self.clip_min, self.clip_max = check_clip(clip_min, clip_max)
-        self.drop_crossed, self.warm_start = bool(drop_crossed), bool(warm_start)
-        self.warm = WarmStarts()
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor,
-                 index: Optional[Tensor] = None) -> Tuple[Tensor, Dict[str, float]]:
-        """The adversarial batch and this step's statistics; ``index``: the samples' dataset indices (warm start)."""
-        attack = DeepFool(model, steps=self.attack_steps, overshoot=self.overshoot, norm=self.norm,
-                          candidates=self.candidates, clip_min=self.clip_min, clip_max=self.clip_max,
-                          drop_crossed=self.drop_crossed, check_final=False)
-        if self.warm_start:
-            index = check_index(index, x.shape[0])
-            found = attack.attack(x, y, start=self.warm.get(index, x))
-            self.warm.put(index, found.eta)
+                 log_interval: int = LOG_INTERVAL, warm_start: bool = False, drop_crossed: bool = True,
+                 step: str = 'deepfool', cap: Optional[float] = None, noise: float = 0.0, mix: str = 'alternate',
+                 kl_weight: float = 0.0):
+        deepfool = dict(attack_steps=check_count('attack_steps', attack_steps), overshoot=overshoot,
+                        candidates=candidates, clip_min=clip_min, clip_max=clip_max, warm_start=warm_start,
+                        drop_crossed=drop_crossed)
+        self.levers = build_levers(step=step, norm=norm, mix=mix, cutoff=cutoff, cap=cap, scale=scale, noise=noise,
+                                   deepfool=deepfool)
+        if self.levers is None:
+            super().__init__(cutoff=cutoff, scale=scale, norm=norm, **deepfool)
         else:
-            found = attack.attack(x, y)
-        eta, cut = cutoff_scale(found.eta, self.cutoff, self.scale, self.norm, mean=global_mean)
-        x_adv = attack.clamp(x + eta)
-        norms = flat_norm(found.eta, self.norm)
-        stats = {'cutoff': float(cut), 'deepfool_iterations': float(found.iterations.float().mean()),
-                 'perturbed': float((norms > 0).float().mean())}
-        stats.update(_quantiles(norms, 'norm'))
-        stats.update(_quantiles(flat_norm(x_adv - x, self.norm), 'cut_norm'))
-        return x_adv, stats
+            self._take_lever_settings(cutoff, scale, norm, deepfool)
+        self.adv_weight, self.log_interval = check_adv_weight(adv_weight), check_count('log_interval', log_interval, low=0)
+        self.kl_weight = check_kl_weight(kl_weight)
+        self.step, self.cap, self.noise, self.mix = step, cap, noise, mix
+
+    def _take_lever_settings(self, cutoff: Any, scale: Any, norm: str, deepfool: Dict[str, Any]) -> None:
+        """The attributes a composed generator shares (settings as given; the range and warm starts its own)."""
+        self.cutoff, self.scale, self.norm = cutoff, scale, norm
+        self.attack_steps, self.overshoot = deepfool['attack_steps'], check_number('overshoot', deepfool['overshoot'])
+        self.candidates, self.drop_crossed = check_candidates(deepfool['candidates']), bool(deepfool['drop_crossed'])
+        self.clip_min, self.clip_max = self.levers.clip_min, self.levers.clip_max
+        self.warm_start = bool(deepfool['warm_start'])
+        warm = getattr(self.levers, 'warm', None)
+        self.warm = WarmStarts() if warm is None else warm
+
+    @property
+    def needs_step(self) -> bool:
+        """Whether calls must pass the training step (an ``'alternate'`` norm mix follows it)."""
+        return bool(getattr(self.levers, 'needs_step', False))
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor, index: Optional[Tensor] = None,
+                 step: int = 0) -> Tuple[Tensor, Dict[str, float]]:
+        """The adversarial batch and this step's statistics; ``index``: the samples' dataset indices (warm start);
+        ``step``: the training step, from 0 (a norm mix alternates by it)."""
+        if self.levers is None:
+            return super().__call__(model, x, y, index)
+        return call_generator(self.levers, model, x, y, index, step)
 
 
 def adversarial_suffix(part: str) -> Optional[Dict[str, Any]]:
@@ -205,5 +247,5 @@ class UniformGenerator:
         atk = self._entry.build(model, **{k: v for k, v in offered.items() if k in self._entry.defaults})
         x_adv = atk(x, y)
         stats = {'eps': float(self.eps)}
-        stats.update(_quantiles(flat_norm(x_adv - x, 'l2'), 'cut_norm'))
+        stats.update(quantiles(flat_norm(x_adv - x, 'l2'), 'cut_norm'))
         return x_adv, stats

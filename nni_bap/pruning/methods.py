@@ -8,11 +8,12 @@ where the generator is defined) with settings: the family's config section, then
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..errors import ConfigError
 from ..registry import Entry
-from . import base_pruners, generators, schedule  # noqa: F401  (they register their entries)
+from . import bap_presets, base_pruners, generators, schedule  # noqa: F401  (they register their entries)
 from .registry import BASE_PRUNERS, METHODS, SCHEDULES
 
 __all__ = ['BASE_PRUNERS', 'METHODS', 'SCHEDULES', 'check_method_settings', 'config_settings', 'family_of',
@@ -26,26 +27,31 @@ def family_of(entry: Entry) -> str:
     return entry.meta.get('family', entry.name)
 
 
+def _named(spec: str) -> Tuple[Entry, str]:
+    """The registered method a name starts with (the longest: ``'bap-margin-s1.5'`` is ``bap-margin`` with the
+    suffix ``'s1.5'``) and the suffix after it; only a family's name or a preset's may carry a suffix."""
+    if spec in METHODS:
+        return METHODS.entry(spec), ''
+    for name in sorted(METHODS, key=len, reverse=True):
+        if spec.startswith(name + '-') and len(spec) > len(name) + 1:
+            return METHODS.entry(name), spec[len(name) + 1:]
+    raise ConfigError(f'unknown method {spec!r}; choose one of {METHODS.names()} (optionally with a suffix)')
+
+
 def parse_method(spec: str, sections: Optional[Mapping[str, Any]] = None) -> Tuple[str, Dict[str, Any]]:
-    """``'bap'``, ``'adversarial-fgsm0.3'``, ``'bap-s1.1'`` (scale), ``'bap-c0.5'`` (cutoff), a preset name ->
-    (family, settings). Settings start from ``sections[family]`` (a config's section of that family).
+    """``'bap'``, ``'adversarial-fgsm0.3'``, ``'bap-s1.1'`` (scale), ``'bap-c0.5'`` (cutoff), a preset name
+    (``'bap-margin'``), a preset with suffixes (``'bap-margin-s1.5-k0.45'``) -> (family, settings). Settings start
+    from ``sections[family]`` (a config's section of that family), then the preset's, then the suffix's.
 
     Raises
     ------
     ConfigError
         An unknown method or a suffix its family cannot read.
     """
-    spec = str(spec)
-    if spec in METHODS:
-        entry = METHODS.entry(spec)
-        family, suffix = family_of(entry), ''
-    else:
-        family, _, suffix = spec.partition('-')
-        if family not in METHODS or family_of(METHODS.entry(family)) != family:
-            raise ConfigError(f'unknown method {spec!r}; choose one of {METHODS.names()} (optionally with a suffix)')
-        entry = METHODS.entry(family)
+    entry, suffix = _named(str(spec))
+    family = family_of(entry)
     args: Dict[str, Any] = dict((sections or {}).get(family) or {}) if METHODS.entry(family).obj else {}
-    args.update(entry.preset)
+    args.update(copy.deepcopy(entry.preset))
     if suffix:
         read = entry.meta.get('parse_suffix')
         found = read(suffix) if read else None

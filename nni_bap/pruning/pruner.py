@@ -27,6 +27,7 @@ from .compat import (
     check_optimizers_have_params,
 )
 from .generators import BlindGenerator, UniformGenerator
+from .kl_term import clean_logits, kl_divergence
 from .schedule import SCHEDULES, schedule_ratio
 from .sparsity import current_sparsity
 from .training import default_progress, shows_progress
@@ -79,6 +80,7 @@ class _AdversarialComboPruner(ComboPruner):
         self.schedule = schedule
         self.progress = progress
         self.adv_weight, self.log_interval = self.generator.adv_weight, self.generator.log_interval
+        self.kl_weight = float(getattr(self.generator, 'kl_weight', 0.0))
         self.statistics: List[Dict[str, float]] = []
         self.channel_masks: Optional[ChannelMaskHandle] = None
         self._bar = None
@@ -126,22 +128,38 @@ class _AdversarialComboPruner(ComboPruner):
         model: nn.Module = self.evaluator.model
         x, y = _split_batch(batch)
         check_inputs(x, self.generator.clip_min, self.generator.clip_max)
-        if getattr(self.generator, 'warm_start', False):
-            x_adv, stats = self.generator(model, x, y, index=_batch_index(batch))
-        else:
-            x_adv, stats = self.generator(model, x, y)
+        x_adv, stats = self.generator(model, x, y, **self._call_arguments(batch))
         logits = model(x_adv)
         adv_loss = nn.functional.cross_entropy(logits, y)
+        total = (1 - self.adv_weight) * loss + self.adv_weight * adv_loss
+        if self.kl_weight > 0:  # issue 20's loss lever: pull the AE's prediction towards the clean one
+            kl = kl_divergence(clean_logits(model, x), logits)
+            total = total + self.kl_weight * kl
+            stats['kl'] = float(kl.detach())
         stats.update(step=float(len(self.statistics) + 1), ae_error=float((logits.argmax(1) != y).float().mean()),
                      sparsity=current_sparsity(self._target_spaces), clean_loss=float(loss.detach()),
                      adv_loss=float(adv_loss.detach()))
         self.statistics.append(stats)
         self._advance_bar(stats)
         if self.log_interval and len(self.statistics) % self.log_interval == 0:
-            _logger.info('%s step %d: sparsity %.3f, AE error %.3f, AE norm %.3f (cut %.3f)', type(self).__name__,
-                         len(self.statistics), stats['sparsity'], stats['ae_error'],
-                         stats.get('norm_mean', stats['cut_norm_mean']), stats['cut_norm_mean'])
-        return (1 - self.adv_weight) * loss + self.adv_weight * adv_loss
+            self._log(stats)
+        return total
+
+    def _call_arguments(self, batch: Any) -> Dict[str, Any]:
+        """What the generator needs besides the batch: dataset indices (warm starts), the step (a norm mix)."""
+        kw: Dict[str, Any] = {}
+        if getattr(self.generator, 'warm_start', False):
+            kw['index'] = _batch_index(batch)
+        if getattr(self.generator, 'needs_step', False):
+            kw['step'] = len(self.statistics)  # restored with the statistics on resume
+        return kw
+
+    def _log(self, stats: Dict[str, float]) -> None:
+        """Log the running statistics; a norm mix prefixes its keys with the norm (the first one found is logged)."""
+        plain = {k.split('_', 1)[1] if k.startswith(('l2_', 'linf_')) else k: v for k, v in reversed(stats.items())}
+        cut = plain.get('cut_norm_mean', float('nan'))
+        _logger.info('%s step %d: sparsity %.3f, AE error %.3f, AE norm %.3f (cut %.3f)', type(self).__name__,
+                     len(self.statistics), stats['sparsity'], stats['ae_error'], plain.get('norm_mean', cut), cut)
 
     def _advance_bar(self, stats: Dict[str, float]) -> None:
         if self._bar is None:
@@ -154,8 +172,11 @@ class _AdversarialComboPruner(ComboPruner):
         """Mean of every per-step statistic over the whole run, plus the final sparsity."""
         if not self.statistics:
             return {}
-        keys = self.statistics[0].keys()
-        out = {k: sum(s[k] for s in self.statistics) / len(self.statistics) for k in keys if k != 'step'}
+        out: Dict[str, float] = {}
+        for k in dict.fromkeys(k for s in self.statistics for k in s):  # a norm mix logs a norm's keys on its steps
+            if k != 'step':
+                values = [s[k] for s in self.statistics if k in s]
+                out[k] = sum(values) / len(values)
         out['steps'] = float(len(self.statistics))
         out['final_sparsity'] = self.statistics[-1]['sparsity']
         return out
@@ -198,6 +219,10 @@ class BAPPruner(_AdversarialComboPruner):
     cutoff, scale, attack_steps, overshoot, candidates, adv_weight, norm, clip_min, clip_max, log_interval, warm_start
         The method's settings, with their defaults: see :class:`~nni_bap.pruning.generators.BlindGenerator`.
         ``cutoff`` (``'adaptive'``, a number or ``None``) is the cut radius, ``scale`` rho.
+    step, cap, noise, mix, kl_weight
+        Issue 20's levers (the defaults are the paper's BAP): the margin step, a budget ceiling, noise before a
+        margin step, both norms (``norm='both'``) by alternating steps or split batches, and a KL term of weight
+        ``kl_weight`` added to the loss (:mod:`nni_bap.pruning.bap_levers`, :mod:`nni_bap.pruning.kl_term`).
 
     Raises
     ------
@@ -218,6 +243,8 @@ class BAPPruner(_AdversarialComboPruner):
     ----------
     generator
         The :class:`~nni_bap.pruning.generators.BlindGenerator` built from the settings.
+    kl_weight
+        The KL term's weight (the generator's ``kl_weight``; 0 for a generator without one).
     channel_masks
         The :class:`~nni_bap.pruning.channel_mask.ChannelMaskHandle` of the last ``compress`` (``None`` when no
         BatchNorm was masked); its ``dead`` holds, per BatchNorm, the channels zeroed.
@@ -225,7 +252,8 @@ class BAPPruner(_AdversarialComboPruner):
         One dict per training step: AE norms before (``norm_*``) and after (``cut_norm_*``) the
         cut, ``cutoff`` (the radius used), ``perturbed`` (fraction of samples DeepFool had to move:
         the adaptive cutoff is the mean norm over these), ``ae_error`` (fraction of AEs misclassified),
-        ``sparsity``, losses.
+        ``sparsity``, losses; ``kl`` with a KL term; with ``norm='both'`` the generators' keys prefixed with
+        their norm (``l2_cut_norm_mean``) and ``linf_share``.
     """
 
     generator_class = BlindGenerator
