@@ -18,8 +18,9 @@ from ..export.onnx_export import export_onnx
 from ..export.quantize import craft_transfer_inputs, quantize_int8, robustness_recheck
 from ..export.runtime import OnnxClassifier
 from ..pruning.checkpoint import CHECKPOINT
+from ..deploy.block import block_width
+from ..pruning.align import align_config_list
 from ..pruning.compat import nni_config_list
-from ..pruning.dependency import structured_dependency_config
 from ..pruning.prune import check_config_list, prune
 from ..pruning.training import accuracy
 from ..utils.atomic import atomic_write
@@ -55,9 +56,13 @@ def run_spec(cfg: RunConfig, input_shape, spec: Optional[EvalSpec] = None) -> Ev
 
 
 def _config_list(cfg: RunConfig, model: nn.Module) -> List[Dict]:
-    if cfg.structured:
-        return structured_dependency_config(model, nni_config_list(cfg.nni_config_list()))
-    return cfg.nni_config_list()
+    """The config_list NNI gets: for a channel pruner one entry per layer, with dependency groups, widths aligned
+    to multiples of ``cfg.align`` channels (:func:`~nni_bap.pruning.align.align_config_list`)."""
+    if not cfg.structured:
+        return cfg.nni_config_list()
+    _logger.info('channel alignment: multiples of %d channels (align; onnxruntime block on this CPU: %d)',
+                 cfg.align, block_width())
+    return align_config_list(model, nni_config_list(cfg.nni_config_list()), cfg.align)
 
 
 def _finished(folder: RunFolder, cfg: RunConfig) -> Optional[Dict]:
