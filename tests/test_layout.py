@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / 'nni_bap'
 #: Stages bottom to top: a module may import its own stage (within its own subpackage) and the stages below.
 LAYERS = [('nni_bap.errors',), ('nni_bap.registry', 'nni_bap.utils'), ('nni_bap.attacks', 'nni_bap.data', 'nni_bap.models'),
-          ('nni_bap.pruning', 'nni_bap.evaluation'), ('nni_bap.export',), ('nni_bap.deploy',), ('nni_bap.cli',)]
+          ('nni_bap.pruning', 'nni_bap.evaluation'), ('nni_bap.export',), ('nni_bap.deploy',),
+          ('nni_bap.cli',)]
 
 
 def _modules():

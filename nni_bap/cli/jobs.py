@@ -11,15 +11,15 @@ from torch import nn
 
 from ..attacks import PGD
 from ..data import DataSplit, load_dataset
+from ..deploy.block import block_width
 from ..errors import RunFolderError
 from ..evaluation.robustness import evaluate_robustness
 from ..evaluation.spec import EvalSpec, default_spec, validate_spec
 from ..export.onnx_export import export_onnx
 from ..export.quantize import craft_transfer_inputs, quantize_int8, robustness_recheck
 from ..export.runtime import OnnxClassifier
-from ..pruning.checkpoint import CHECKPOINT
-from ..deploy.block import block_width
 from ..pruning.align import align_config_list
+from ..pruning.checkpoint import CHECKPOINT
 from ..pruning.compat import nni_config_list
 from ..pruning.prune import check_config_list, prune
 from ..pruning.training import accuracy

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .channel_mask import channel_groups
+from .compat import nni_config_list
 from .dependency import structured_dependency_config
 
 __all__ = ['ChannelUnit', 'align_config_list', 'aligned_ratio', 'aligned_width', 'channel_units', 'unit_entries']
@@ -103,12 +104,11 @@ def _thin(members: Set[str], modules: Dict[str, nn.Module], align: int, asked: S
 def channel_units(model: nn.Module, config_list: Sequence[Dict[str, Any]], align: int) -> List[ChannelUnit]:
     """The channel units a structured config_list prunes, in the model's order, each with why it is left alone.
 
-    ``config_list`` is NNI's (``exclude: true`` entries already translated, e.g. by
-    :func:`~nni_bap.pruning.compat.nni_config_list`). A unit is left alone when one of its layers (any layer of its
-    dependency group in the model, selected or not) reads fewer channels than ``align`` and is not named in
-    ``op_names``, or when it has no more than ``align`` channels.
+    ``config_list`` is NNI's (``exclude: true`` entries included). A unit is left alone when one of its layers (any
+    layer of its dependency group in the model, selected or not) reads fewer channels than ``align`` and is not named
+    in ``op_names``, or when it has no more than ``align`` channels.
     """
-    entries = structured_dependency_config(model, [dict(e) for e in config_list])
+    entries = structured_dependency_config(model, nni_config_list([dict(e) for e in config_list]))
     modules = dict(model.named_modules())
     group_of = {name: g for g in channel_groups(model) for name in g}
     asked, order = _named(config_list), {name: i for i, name in enumerate(modules)}
@@ -144,8 +144,7 @@ def align_config_list(model: nn.Module, config_list: Sequence[Dict[str, Any]], a
     model
         The dense model (its layer shapes and residual adds decide widths and groups).
     config_list
-        NNI's config_list for a channel pruner, ``exclude`` entries translated
-        (:func:`~nni_bap.pruning.compat.nni_config_list`).
+        NNI's config_list for a channel pruner (``exclude: true`` entries included).
     align
         The block width; 1 gives :func:`~nni_bap.pruning.dependency.structured_dependency_config` unchanged.
 
@@ -162,7 +161,7 @@ def align_config_list(model: nn.Module, config_list: Sequence[Dict[str, Any]], a
         Nothing is left to prune once aligned.
     """
     if align <= 1:
-        return structured_dependency_config(model, [dict(e) for e in config_list])
+        return structured_dependency_config(model, nni_config_list([dict(e) for e in config_list]))
     out = []
     for unit in channel_units(model, config_list, align):
         if unit.left_alone:
