@@ -109,6 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument('run_dir')
     ex.add_argument('--int8', action='store_true', help='also write model.int8.onnx (static QDQ int8, validated '
                     'against fp32, robustness re-checked)')
+    ex.add_argument('--force-int8', action='store_true', help='write model.int8.onnx even where it is slower than '
+                    'fp32 on this CPU (measured at batch 1 and 64; otherwise skipped with one line)')
     ex.add_argument('--target-cpu', choices=('auto', *INT8_TARGETS), default='auto',
                     help="CPU kind the int8 model is quantised for: 'auto' (this one's), 'vnni' (AVX-512 VNNI, ARM) or "
                     "'no-vnni' (7-bit weights: the same results on every x86 CPU; for a model deployed elsewhere)")
@@ -211,14 +213,15 @@ def _prune(args) -> None:
 def _export(args) -> None:
     folder = RunFolder(args.run_dir).require()
     _setup_logging(folder.path, args.quiet)
-    res = run_export(folder.path, int8=args.int8, target_cpu=args.target_cpu)
+    res = run_export(folder.path, int8=args.int8, target_cpu=args.target_cpu, force_int8=args.force_int8)
     e = res['efficiency']
     print(f'{folder / res["onnx"]}: {e["params"]} params ({e["nonzero_params"]} non-zero), {e["flops"]} FLOPs, '
           f'{e["file_bytes"]} bytes, max |ORT - torch| {res["onnx_max_abs_diff"]:.2e}; {res["note"]}')
-    if 'int8' in res:
+    if 'int8' in res and not res['int8']['skipped']:  # a skipped one was said in one warning line
         q = res['int8']
+        fp32 = f'; {len(q["fp32_layers"])} layers kept in fp32' if q['fp32_layers'] else ''
         print(f'{folder / q["onnx"]}: argmax agreement {q["agreement"]:.4f}, accuracy fp32 {q["fp32_accuracy"]:.4f} '
-              f'int8 {q["int8_accuracy"]:.4f} (quantised for {q["settings"]["target_cpu"]} CPUs); '
+              f'int8 {q["int8_accuracy"]:.4f} (quantised for {q["settings"]["target_cpu"]} CPUs{fp32}); '
               f'{q["robustness"]["note"]}')
 
 
