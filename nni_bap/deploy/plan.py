@@ -101,8 +101,8 @@ def latency_table(model: nn.Module, config_list: Sequence[Mapping], input_shape:
     """The latency table a plan of ``model`` needs: ``cached`` when it was measured for the same layers, width
     options, batch sizes, threads, CPU and onnxruntime (:meth:`LatencyTable.fits`), else measured now."""
     _, _, layers, options = _problem(model, config_list, input_shape, align)
-    key = table_key(layers, options, batches, threads, align)
-    if cached is not None and cached.fits(key):
+    key = table_key(layers, options, threads, align)
+    if cached is not None and cached.fits(key, batches):
         return cached
     if cached is not None:
         _logger.info('latency table not reused: measured for another model, CPU, onnxruntime or setting')
