@@ -217,11 +217,12 @@ def _pairs(layer: LayerShape, options: Mapping[str, Sequence[int]]) -> List[Tupl
 
 
 class ProfiledSession:
-    """A profiling onnxruntime session on a fixed random batch, run in bursts; its kernels' minima over every run,
-    and the minimum wall time of a run."""
+    """An onnxruntime session on a fixed random batch, run in bursts: the minimum wall time of a run and, when
+    ``profile`` (the profiler adds its own time to every run), its kernels' minima over every run."""
 
-    def __init__(self, model, batch: int, threads: int, folder: str, name: str, warmup: int = 3):
-        self.session = _session(model, threads, os.path.join(folder, name))
+    def __init__(self, model, batch: int, threads: int, folder: str, name: str, warmup: int = 3,
+                 profile: bool = True):
+        self.session = _session(model, threads, os.path.join(folder, name) if profile else None)
         self.feed = _random_feed(self.session, batch)
         self.wall = float('inf')
         for _ in range(warmup):
@@ -256,17 +257,18 @@ def run_in_rounds(sessions: Sequence[ProfiledSession], rounds: int, repeats: int
 
 def _measure_batch(table: 'LatencyTable', layers, options, dense_onnx: str, batch: int, threads: int, block: int,
                    repeats: int, budget_s: float, rounds: int, folder: str) -> Tuple[float, float]:
-    """Every layer's width pairs in rotation with the dense model, layer by layer; the dense model's (wall minimum,
-    kernel-minima sum) in ms over all its runs."""
+    """Every layer's width pairs in rotation with the dense model (profiled, and plain for its wall time), layer by
+    layer; the dense model's (wall minimum, kernel-minima sum) in ms over all its runs."""
     dense = ProfiledSession(dense_onnx, batch, threads, folder, f'dense{batch}')
+    plain = ProfiledSession(dense_onnx, batch, threads, folder, '', profile=False)
     for i, layer in enumerate(layers):
         pairs = _pairs(layer, options)
         sessions = [ProfiledSession(layer_model(layer, cin, cout), batch, threads, folder, f'{i}_{cin}_{cout}_{batch}')
                     for cin, cout in pairs]
-        run_in_rounds(sessions + [dense], rounds, repeats, budget_s)
+        run_in_rounds(sessions + [dense, plain], rounds, repeats, budget_s)
         for (cin, cout), p in zip(pairs, sessions):
             table.entries[(layer.name, cin, cout, batch)] = _layer_us(p.mins(), layer, cout, block)
-    return dense.wall * 1e3, sum(dense.mins().values()) / 1e3
+    return plain.wall * 1e3, sum(dense.mins().values()) / 1e3
 
 
 def measure_table(layers: Sequence[LayerShape], options: Mapping[str, Sequence[int]], dense_onnx: str,
