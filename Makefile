@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench docs install clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -21,10 +21,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The API reference, built from the docstrings by pdoc into docs/api/ (ignored by git); open docs/api/index.html.
+docs: $(STAMP)
+	$(PY) docs/build_api.py docs/api
+
 # torchattacks is the per-sample DeepFool reference; --no-deps keeps it from replacing torch.
 bench: $(STAMP)
 	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
 	$(PY) -m benchmarks
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs docs/api

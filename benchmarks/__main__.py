@@ -25,6 +25,19 @@ from . import (
 from .common import data, trained_lenet
 
 
+def _cpu() -> str:
+    """The CPU's model name and the instruction sets that change int8 kernels and onnxruntime's blocked layouts."""
+    from nni_bap.export.cpu import cpu_features
+    name = platform.processor() or platform.machine()
+    try:
+        name = next(ln.split(':', 1)[1].strip() for ln in open('/proc/cpuinfo') if ln.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    f = cpu_features()
+    sets = [k.upper() for k in ('avx2', 'avx512f', 'avx512vnni') if f.get(k)]
+    return f'{name} ({f["machine"]}; {", ".join(sets) or "no AVX2"})'
+
+
 def main() -> int:
     torch.manual_seed(0)
     start = time.perf_counter()
@@ -41,7 +54,7 @@ def main() -> int:
     header = [
         '# Benchmark results', '',
         f'- date: {datetime.datetime.now().isoformat(timespec="seconds")}',
-        f'- machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}',
+        f'- machine: {_cpu()}, {os.cpu_count()} cores, Python {platform.python_version()}',
         f'- torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, data: {d.name}',
         f'- command: `make bench` (`python -m benchmarks`), wall time {seconds:.0f} s',
         f'- goals met: {sum(r["ok"] for r in goals)} of {len(goals)}', '', '```']

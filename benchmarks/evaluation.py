@@ -8,6 +8,7 @@ import torch
 
 from nni_bap.attacks import APGD, FGSM, PGD, PGDL2, DeepFool
 from nni_bap.evaluation.robustness import evaluate_robustness
+from nni_bap.evaluation.spec import named_spec
 from nni_bap.pruning.cutoff import cutoff_scale, rms_to_l2
 from nni_bap.pruning.prune import prune
 from nni_bap.pruning.training import accuracy
@@ -94,7 +95,32 @@ def _art_line(model, x, y, steps: int = 50) -> List[Dict]:
                  'passes and ART adds only its numpy conversions')]
 
 
+def _coverage_lines(model, x, y) -> List[Dict]:
+    """Issue 23: the default spec (APGD-CE/DLR at every budget) against the key-points-only spec, side by side."""
+    shape, res = tuple(x.shape[1:]), {}
+
+    def run(kind):
+        torch.manual_seed(0)
+        res[kind] = evaluate_robustness(model, x, y, named_spec(kind, shape), progress=False)
+    t_every, t_keys = paired(lambda: run('worst-case'), lambda: run('key-points'), reps=1, warmup=0)
+    out = [line('eval_every_budget_vs_key_points_wall', t_every / t_keys, t_every, t_keys, '<= 2.0',
+                t_every / t_keys <= 2.0)]
+    for norm in res['worst-case']['curves']:
+        every, keys = (res[k]['curves'][norm] for k in ('worst-case', 'key-points'))
+        gaps = [a - b for a, b in zip(keys['accuracy']['torch'], every['accuracy']['torch'])]
+        worst = max(range(len(gaps)), key=lambda i: gaps[i])
+        out.append(info(f'{norm}: the key-points spec overstated robust accuracy by up to {gaps[worst]:.4f} (at '
+                        f'{every["budgets"][worst]:g}), its AUC by {keys["auc"]["torch"] - every["auc"]["torch"]:.4f} '
+                        f'({len(y)} images)'))
+    for norm, log in res['worst-case']['cascade'].items():
+        ran = sum(s['ran_on'] for s in log if s['budget'])
+        out.append(info(f'{norm}: fixed-budget attacks ran on {ran} (sample, budget) pairs at every budget vs '
+                        f'{sum(s["ran_on"] for s in res["key-points"]["cascade"][norm] if s["budget"])} at the key '
+                        'points'))
+    return out
+
+
 def run(model, data) -> List[Dict]:
     bap = _bap_lenet(model, data)
     x, y = data.x_test[:2000], data.y_test[:2000]
-    return _cost_lines(bap, x, y) + _art_line(bap, x[:200], y[:200])
+    return _cost_lines(bap, x, y) + _coverage_lines(bap, x, y) + _art_line(bap, x[:200], y[:200])

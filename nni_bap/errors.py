@@ -10,9 +10,22 @@ from __future__ import annotations
 import pickle
 from typing import Dict, List, Optional
 
-__all__ = ['BapError', 'CheckpointError', 'ConfigError', 'CorruptModelError', 'DataError', 'DivergenceError',
-           'ExportError', 'InputShapeError', 'InputValueError', 'NNIUsageError', 'OnnxParityError',
-           'QuantizationError', 'RunFolderError', 'SparsityError', 'SpeedupParityError', 'UnsafePickleError']
+__all__ = ['BadPickleError', 'BapError', 'BatchNormDriftError', 'CheckpointError', 'ConfigError', 'CorruptModelError',
+           'DataError', 'DivergenceError', 'ExportError', 'InputShapeError', 'InputValueError', 'MasksNeededError',
+           'NNIUsageError', 'OnnxParityError', 'QuantizationError', 'RunFolderError', 'SparsityError',
+           'SpeedupParityError', 'UnsafePickleError', 'BRIEF_CHARS', 'brief']
+
+#: Longest ``repr`` of a value an error message quotes (a hostile value must not make an 8 MB "one line").
+BRIEF_CHARS = 200
+
+
+def brief(value: object, limit: int = BRIEF_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters (with the length it had), for quoting a value in an error message."""
+    try:
+        text = repr(value)
+    except RecursionError:  # a self-referential or very deeply nested value
+        return f'<{type(value).__name__} nested too deeply to show>'
+    return text if len(text) <= limit else f'{text[:limit]}... ({len(text)} characters)'
 
 
 class BapError(Exception):
@@ -34,6 +47,11 @@ class UnsafePickleError(BapError, pickle.UnpicklingError):
         self.name = name
         super().__init__(f'refused global {name!r}: a data file may only hold builtin containers, strings, '
                          'numbers and numpy arrays')
+
+
+class BadPickleError(BapError, pickle.UnpicklingError):
+    """A data pickle that cannot be read as plain data (malformed, truncated, or a value out of range); names what
+    failed. Every failure of the restricted unpickler is this or :class:`UnsafePickleError`."""
 
 
 class NNIUsageError(BapError, ValueError):
@@ -64,6 +82,19 @@ class SpeedupParityError(ExportError):
     """The sped-up model's outputs differ from the masked model's."""
 
 
+class BatchNormDriftError(SpeedupParityError):
+    """Removing pruned channels would change the model: their BatchNorm shifts still reach the masked model's logits
+    (``bn_drift`` beyond the tolerance). :attr:`bn_drift` is the measured drift."""
+
+    def __init__(self, message: str, bn_drift: float):
+        self.bn_drift = float(bn_drift)
+        super().__init__(message)
+
+
+class MasksNeededError(ExportError, ValueError):
+    """A pruned model given to the exporter without ``masks=``: it would be written full size; says what to pass."""
+
+
 class OnnxParityError(ExportError):
     """onnxruntime disagrees with torch; :attr:`mismatches` lists every check that failed."""
 
@@ -81,8 +112,9 @@ class InputValueError(ExportError, ValueError):
 
 
 class CorruptModelError(ExportError):
-    """An ``.onnx`` file cannot be loaded, does not pass the ONNX checker, or is not a classifier with one
-    input and one ``(batch, classes)`` output."""
+    """A model file that cannot be used: an ``.onnx`` file that cannot be loaded, does not pass the ONNX checker, is
+    not a classifier with one input and one ``(batch, classes)`` output or holds non-finite weights; or a run's
+    ``model.pt`` whose contents are not what ``bap prune`` writes (the message names the key)."""
 
 
 class QuantizationError(ExportError):

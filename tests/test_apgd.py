@@ -4,28 +4,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from cases import distances as _distances
+from cases import linear as _linear
 from torch import nn
 from torch.nn import functional as F
 
 from nni_bap.attacks import APGD, ATTACKS, FMN, PGD, PGDL2, flat_norm
 from nni_bap.attacks.apgd import apgd_checkpoints, dlr_loss
 from nni_bap.pruning.training import accuracy
-
-
-def _linear(seed=0, d=20, k=5, n=64):
-    torch.manual_seed(seed)
-    model = nn.Linear(d, k).double()
-    x = torch.randn(n, d, dtype=torch.double)
-    return model, x, model(x).argmax(1)
-
-
-def _distances(model, x, y, dual):
-    """Per sample and class, the exact distance to the boundary with that class (inf for the label)."""
-    w, b = model.weight.detach(), model.bias.detach()
-    f = x @ w.T + b
-    margins = (f - f.gather(1, y[:, None])).abs()
-    wdiff = (w[None, :, :] - w[y][:, None, :]).norm(p=dual, dim=2)
-    return (margins / wdiff).masked_fill(F.one_hot(y, w.shape[0]).bool(), math.inf)
 
 
 def _crossing_point(model, x, y, dist, norm, scale):
@@ -35,19 +21,6 @@ def _crossing_point(model, x, y, dist, norm, scale):
     u = w[k] - w[y]
     u = u / u.norm(dim=1, keepdim=True) if norm == 'l2' else u.sign()
     return x + scale * d[:, None] * u
-
-
-@pytest.fixture(scope='module')
-def mnist_lenet(mnist_dir):
-    from nni_bap.data import load_mnist
-    from nni_bap.models import build_model
-    from nni_bap.pruning.training import train
-    data = load_mnist(str(mnist_dir))
-    torch.manual_seed(0)
-    model = build_model('lenet5', 1, 10, 28)
-    train(model, data.train_set(), epochs=2, progress=False)
-    model.eval()
-    return model, data.x_test[:200], data.y_test[:200]
 
 
 @pytest.mark.parametrize('norm, dual', [('l2', 2), ('linf', 1)])

@@ -3,6 +3,9 @@ import math
 
 import pytest
 import torch
+from cases import RANGE_MESSAGE
+from cases import digits_net as _net
+from cases import normalised as _normalised
 from nni.compression.pruning import LevelPruner
 from torch import nn
 
@@ -10,7 +13,6 @@ from nni_bap.attacks import ATTACKS, FGSM, PGD, DeepFool, flat_norm
 from nni_bap.attacks.base import Attack
 from nni_bap.attacks.fgsm import RS_ALPHA
 from nni_bap.attacks.pgd_l2 import PGDL2
-from nni_bap.models import build_model
 from nni_bap.pruning.generators import UniformGenerator
 from nni_bap.pruning.training import accuracy
 
@@ -182,19 +184,10 @@ def test_fgsm_rs_stays_in_the_ball_and_range_on_saturated_inputs(dense_digits, d
         FGSM(dense_digits, eps=0.3, alpha=0.0)
 
 
-RANGE_MESSAGE = (r"inputs lie in \[-2\.5, 2\.5\], outside the attack's valid range \[0, 1\]; put normalisation "
-                 r'inside the model \(e\.g\. a first layer that normalises\) or set clip_min/clip_max')
 
 
-def _net():
-    torch.manual_seed(0)
-    return build_model('digits_cnn', 1, 10, 8).eval()
 
 
-def _normalised(digits, n=32):
-    x = digits.x_train[:n].clone()
-    x[0, 0, 0, 0], x[0, 0, 0, 1] = 0.0, 1.0  # the normalised batch spans exactly [-2.5, 2.5]
-    return (x - 0.5) / 0.2, digits.y_train[:n]
 
 
 @pytest.mark.parametrize('make', [lambda m: FGSM(m, eps=0.1), lambda m: PGD(m, eps=0.1, steps=2),

@@ -31,6 +31,9 @@ def test_cascade_gives_the_worst_case_of_every_attack_on_every_sample(digits):
     fast = evaluate_robustness(model, x, y, spec, progress=False, huge_eps=0)
     full = evaluate_robustness(model, x, y, spec, progress=False, huge_eps=0, cascade=False)
     assert fast['curves'] == full['curves'] and fast['key_points'] == full['key_points']
+    linf_runs = {(s['attack'], s['budget']) for s in fast['cascade']['linf'] if s['budget']}
+    assert linf_runs == {(a, b) for a in ('APGD', 'FGSM') for b in (0.05, 0.1, 0.15)}  # every budget of the grid
+    assert fast['coverage'] == 'every budget'  # l2's fixed budgets, given, are its whole grid too
     ran = lambda rep: sum(s['ran_on'] for log in rep['cascade'].values() for s in log if s['budget'])
     assert ran(fast) < 0.8 * ran(full)
 

@@ -7,6 +7,7 @@ from nni.compression.pruning import AGPPruner, L1NormPruner
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from nni_bap.errors import BatchNormDriftError
 from nni_bap.export.speedup import speed_up
 from nni_bap.models import build_model
 from nni_bap.pruning.channel_mask import (
@@ -76,12 +77,16 @@ def test_channel_masks_make_speedup_equal_the_trained_masked_model(dense, batch)
     assert sp.model.layers[2].conv2.out_channels == 32 and sp.model.stem[0].out_channels == 8
 
 
-def test_without_channel_masks_the_bn_shift_drifts(dense, batch):
+def test_without_channel_masks_the_bn_shift_drifts_and_speedup_refuses_it(dense, batch):
+    """Issue 24: the drift is measured and refused (one line saying what to do), unless accepted explicitly."""
     plain, masks, during, _ = _prune_and_train(dense, batch, masking=False)
-    sp = speed_up(plain, masks, batch[0][:8], check_inputs=[batch[0]])
+    with pytest.raises(BatchNormDriftError, match='install_channel_masks') as info:
+        speed_up(plain, masks, batch[0][:8], check_inputs=[batch[0]])
+    assert info.value.bn_drift > 0.01 and '\n' not in str(info.value)
+    sp = speed_up(plain, masks, batch[0][:8], check_inputs=[batch[0]], max_bn_drift=float('inf'))
     with torch.no_grad():
         fast = sp.model(batch[0])
-    assert sp.bn_drift > 0.01
+    assert sp.bn_drift == pytest.approx(info.value.bn_drift, rel=0.2)  # partly measured on fresh random inputs
     assert _rel(fast, during) > 0.01
 
 
@@ -106,7 +111,7 @@ def test_apply_channel_masks_on_a_plain_model(dense, batch):
     pruner = L1NormPruner(model, structured_dependency_config(model, CFG))
     _, masks = pruner.compress()
     plain = finalize(pruner).eval()
-    assert speed_up(plain, masks, batch[0][:8]).bn_drift > 0.01
+    assert speed_up(plain, masks, batch[0][:8], max_bn_drift=float('inf')).bn_drift > 0.01
     assert apply_channel_masks(plain, masks) == EXPECTED_DEAD
     dead = (masks['stem.0']['weight'].flatten(1) == 0).all(1)
     assert float(plain.stem[1].weight[dead].abs().sum()) == 0.0 and float(plain.stem[1].bias[dead].abs().sum()) == 0.0
@@ -129,7 +134,7 @@ def test_a_channel_one_branch_still_uses_is_kept(dense, batch):
     counts = apply_channel_masks(copy.deepcopy(plain), masks)
     assert counts['stem.1'] == counts['layers.0.bn2'] == int(both.sum())
     assert counts['layers.0.bn1'] == 8
-    sp = speed_up(plain, masks, batch[0][:8], check_inputs=[batch[0]])
+    sp = speed_up(plain, masks, batch[0][:8], check_inputs=[batch[0]], max_bn_drift=float('inf'))
     assert sp.model.stem[0].out_channels == 16 - int(both.sum())
 
 

@@ -37,20 +37,31 @@ def test_bad_sweep_sparsity_and_missing_run(tmp_path, capsys):
 
 
 def test_demo_tiny_writes_valid_aer(tmp_path):
+    """The demo prunes by weights (level) and by channels (l1) beside the dense reference (issue 24): channel-pruned
+    rows have fewer FLOPs, parameters and bytes than dense, unstructured ones fewer non-zero weights only; every
+    export has bn_drift 0; rows say their process in full; a fresh run logs nothing as 'redone'."""
     out = tmp_path / 'demo'
-    proc = subprocess.run([sys.executable, '-m', 'nni_bap.cli', '--quiet', 'demo', '--tiny', '--out', str(out)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, '-m', 'nni_bap.cli', '--quiet', 'demo', '--tiny', '--sparsities', '0.5',
+                           '--out', str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((out / 'aer.json').read_text())
-    assert {(r['method'], r['sparsity']) for r in rows} == {(m, s) for m in ('natural', 'adversarial', 'bap')
-                                                            for s in (0.5, 0.8)}
+    (dense,) = json.loads((out / 'dense.json').read_text())
+    assert {(r['method'], r['base_pruner'], r['sparsity']) for r in rows} == {
+        (m, bp, 0.5) for m in ('natural', 'adversarial', 'bap') for bp in ('level', 'l1')}
+    assert dense['method'] == 'dense' and dense['base_pruner'] is None and dense['flops'] == 1199360
     for r in rows:
-        assert set(AER_KEYS) <= set(r)
+        assert set(AER_KEYS) <= set(r) and r['process'] == 'agp@0.7' and r['bn_drift'] == 0.0
         assert 0 <= r['clean_accuracy'] <= 1 and all(0 <= v <= 1 for v in r['robust_auc'].values())
-        assert (out / r['onnx']).exists() and r['onnx_max_abs_diff'] <= 1e-4
-        assert r['nonzero_params'] < r['params']
-    assert (out / 'aer.png').stat().st_size > 10000 and (out / 'aer.csv').read_text().startswith('method,sparsity')
-    assert 'bap' in proc.stdout and (out / 'bap.log').exists()
+        assert (out / r['onnx']).exists() and r['onnx_max_abs_diff'] <= 1e-4 and r['latency_ms'] > 0
+        if r['base_pruner'] == 'l1':  # layers shrunk: conv2 16 -> 8 outputs, conv3 8 inputs and 32 outputs
+            assert r['flops'] < 0.5 * dense['flops'] and r['params'] < 0.5 * dense['params']
+            assert r['file_bytes'] < 0.5 * dense['file_bytes'] and r['nonzero_params'] == r['params']
+        else:
+            assert r['flops'] == dense['flops'] and r['params'] == dense['params']
+            assert r['nonzero_params'] < 0.6 * r['params']
+    assert (out / 'aer.png').stat().st_size > 10000 and (out / 'aer.csv').read_text().startswith('method,base_pruner')
+    assert 'bap/l1' in proc.stdout and 'MFLOPs' in proc.stdout and 'Wilson interval' in proc.stdout
+    assert 'redone' not in (out / 'bap.log').read_text()
 
 
 def test_prune_export_eval_roundtrip(tmp_path):

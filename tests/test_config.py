@@ -82,13 +82,14 @@ API_ONLY = {'warm_start', 'drop_crossed'}
 
 def test_registered_settings_are_the_pruners_keyword_arguments():
     """The config's names are the registries' keys, and each family's settings are exactly the keyword arguments its
-    pruner takes (``schedule`` is set by the runner), except the API-only ones; defaults come from one signature."""
+    pruner takes (``schedule`` and ``progress`` are set by the runner), except the API-only ones; defaults come from one
+    signature."""
     assert {'natural', 'adversarial', 'bap'} <= set(METHODS) and set(BASE_PRUNERS) == {'level', 'l1', 'l2', 'fpgm'}
     for family in ('adversarial', 'bap'):
         pruner = pruner_class(METHODS.entry(family).obj)
         params = inspect.signature(pruner).parameters
         assert set(config_settings(family)) == set(params) - {'pruner', 'interval_steps', 'total_times',
-                                                                'evaluator', 'schedule'} - API_ONLY
+                                                                'evaluator', 'schedule', 'progress'} - API_ONLY
         for name in config_settings(family):
             assert params[name].default == METHODS.entry(family).defaults[name]
     assert inspect.signature(pruner_class(METHODS.entry('bap').obj)).parameters['attack_steps'].default == 2
@@ -122,3 +123,49 @@ def test_yaml_reads_exponent_numbers(tmp_path):
     cfg = RunConfig.from_dict(load_config(str(path)))
     assert cfg.lr == 0.001 and cfg.schedule_fraction == 0.5 and cfg.sections['bap']['cutoff'] == 2.5 and cfg.seed == 3
     assert cfg.model == 'digits_cnn'
+
+
+@pytest.mark.parametrize('name, text, message', [
+    ('bomb.yaml', 'model: [&a [x, x, x, x, x, x, x, x, x], ' + ', '.join(
+        f'&b{i} [' + ','.join([f'*{"a" if i == 0 else f"b{i - 1}"}'] * 9) + ']' for i in range(8)) + ']\n',
+     'bomb.yaml: its aliases expand to more than 100000 values (an alias bomb?); refused'),
+    ('cycle.yaml', 'a: &a [*a]\n', 'an alias refers to the value that holds it'),
+    ('deep.yaml', '[' * 5000, 'deep.yaml: nested too deeply'),
+    ('deep.json', '[' * 100000, 'deep.json: nested too deeply'),
+    ('dup.yaml', 'lr: 0.1\n"lr": 0.2\n', "dup.yaml line 2, column 1: duplicate key 'lr'"),
+    ('dup.json', '{"lr": 0.1, "lr": 0.2}', "dup.json: duplicate key 'lr'"),
+    ('big.yaml', '#' * (1 << 20) + '\n', 'big.yaml: larger than 1048576 bytes'),
+], ids=['alias bomb', 'alias cycle', 'deep yaml', 'deep json', 'duplicate yaml key', 'duplicate json key', '1 MiB'])
+def test_hostile_config_files_are_refused_with_bounded_work(tmp_path, name, text, message):
+    """Issue 22 cases 5 and 7: a 494-byte alias bomb ran until killed; a key given twice was silently the last."""
+    import time
+    (tmp_path / name).write_text(text)
+    start = time.perf_counter()
+    with pytest.raises(ConfigError) as info:
+        load_config(str(tmp_path / name))
+    # the bound tells 'refused' from 'runs until killed' (the bomb's fate before), not a speed: 5000 nested
+    # brackets take PyYAML's scanner about 3.5 s on an idle core before the depth bound refuses them
+    assert message in str(info.value) and len(str(info.value)) < 400 and time.perf_counter() - start < 60
+
+
+def test_merge_keys_may_override_and_small_aliases_load(tmp_path):
+    """The bounds do not refuse YAML that configs use: anchors, aliases and merge keys."""
+    (tmp_path / 'c.yaml').write_text('base: &b {lr: 0.1, seed: 1}\nbap: {<<: *b, lr: 0.2}\nlist: [*b, *b]\n')
+    assert load_config(str(tmp_path / 'c.yaml')) == {'base': {'lr': 0.1, 'seed': 1}, 'bap': {'lr': 0.2, 'seed': 1},
+                                                     'list': [{'lr': 0.1, 'seed': 1}] * 2}
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'seed': 2 ** 32}, 'seed must be a non-negative integer (at most 2^32 - 1 = 4294967295), got 4294967296'),
+    ({'seed': -1}, 'seed must be a non-negative integer'),
+    ({'epochs': 2 ** 31}, 'epochs must be a positive integer (at most 2147483647), got 2147483648'),
+    ({'train_limit': 10 ** 30}, 'train_limit must be a positive integer (at most 2147483647) or null'),
+    ({'model': ['x'] * 10_000}, "unknown model ['x', 'x'"),
+])
+def test_integers_in_their_real_range_and_values_cut_in_messages(change, message):
+    """Issue 22 cases 5 and 6: seed 2^64 passed validation and overflowed in torch; a 6-level alias bomb printed its
+    8 MB expansion as the 'one line' (values in messages are cut to 200 characters)."""
+    with pytest.raises(ConfigError) as info:
+        RunConfig.from_dict(change)
+    assert message in str(info.value) and len(str(info.value)) < 320
+    assert RunConfig.from_dict({'seed': 2 ** 32 - 1}).seed == 2 ** 32 - 1

@@ -138,3 +138,25 @@ def test_datasplit_validate_names_the_problem(field, value, message):
     parts[field] = value
     with pytest.raises(DataError, match=message):
         DataSplit('toy', **parts, meta={'source': 'here'}).validate()
+
+
+def test_idx_header_is_checked_before_anything_is_decompressed(tmp_path):
+    """Issue 22 case 5: an IDX header with dims (2^22, 2^21, 2^21) made np.prod wrap to 0 (a reshape traceback), and a
+    gzip of zeros was decompressed whole before the magic number was read."""
+    header = b'\x00\x00\x08\x03' + struct.pack('>3I', 2 ** 22, 2 ** 21, 2 ** 21)
+    (tmp_path / 'raw').write_bytes(header)
+    with pytest.raises(DataError, match=r'expected 18446744073709551616 bytes of data for shape \(4194304, 2097152, '
+                                        r'2097152\), found 0'):
+        read_idx(tmp_path / 'raw')
+    (tmp_path / 'huge.gz').write_bytes(gzip.compress(header))
+    with pytest.raises(DataError, match=r'\(18446744073709551616 bytes\), more than the 31-byte gzip file can hold'):
+        read_idx(tmp_path / 'huge.gz')
+    (tmp_path / 'zeros.gz').write_bytes(gzip.compress(bytes(1 << 20)))  # no magic: refused after reading 4 bytes
+    with pytest.raises(DataError, match=r"zeros.gz is not an unsigned-byte IDX file \(bad magic b'\\x00"):
+        read_idx(tmp_path / 'zeros.gz')
+    trailing = b'\x00\x00\x08\x01' + struct.pack('>I', 3) + b'\x01\x02\x03' + bytes(1 << 20)
+    (tmp_path / 'long.gz').write_bytes(gzip.compress(trailing))
+    with pytest.raises(DataError, match=r'expected 3 bytes of data for shape \(3,\), found more'):
+        read_idx(tmp_path / 'long.gz')
+    (tmp_path / 'ok.gz').write_bytes(gzip.compress(trailing[:11]))
+    assert read_idx(tmp_path / 'ok.gz').tolist() == [1, 2, 3]

@@ -3,27 +3,13 @@ import math
 
 import pytest
 import torch
+from cases import distances as _distances
+from cases import linear as _linear
 from torch import nn
 from torch.nn import functional as F
 
 from nni_bap.attacks import FMN, accuracy_from_norms, flat_norm
 from nni_bap.pruning.training import accuracy
-
-
-def _linear(seed=0, d=20, k=5, n=64):
-    torch.manual_seed(seed)
-    model = nn.Linear(d, k).double()
-    x = torch.randn(n, d, dtype=torch.double)
-    return model, x, model(x).argmax(1)
-
-
-def _distances(model, x, y, dual):
-    """Per sample and class, the exact distance to the boundary with that class (inf for the label)."""
-    w, b = model.weight.detach(), model.bias.detach()
-    f = x @ w.T + b
-    margins = (f - f.gather(1, y[:, None])).abs()
-    wdiff = (w[None, :, :] - w[y][:, None, :]).norm(p=dual, dim=2)
-    return (margins / wdiff).masked_fill(F.one_hot(y, w.shape[0]).bool(), math.inf)
 
 
 @pytest.mark.parametrize('norm, dual', [('l2', 2), ('linf', 1)])

@@ -6,7 +6,7 @@ import torch
 
 from nni_bap.models import MODELS, build_model
 
-SHAPES = {'lenet5': (1, 28), 'digits_cnn': (1, 8), 'resnet_small': (3, 32)}
+SHAPES = {'lenet5': (1, 28), 'digits_cnn': (1, 8), 'digits_bn': (1, 8), 'resnet_small': (3, 32)}
 
 
 @pytest.mark.parametrize('name', sorted(MODELS))

@@ -1,4 +1,6 @@
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -10,16 +12,21 @@ import torch
 from nni.compression.pruning import L1NormPruner, LevelPruner
 
 from nni_bap.export import (
+    BatchNormDriftError,
     CorruptModelError,
     InputShapeError,
+    MasksNeededError,
     OnnxClassifier,
     OnnxParityError,
     SpeedupParityError,
     export_onnx,
     onnx_efficiency,
+    zero_channel_masks,
 )
 from nni_bap.export.speedup import speed_up
 from nni_bap.models import build_model
+from nni_bap.pruning.channel_mask import apply_channel_masks
+from nni_bap.pruning.compat import finalize
 from nni_bap.pruning.dependency import structured_dependency_config
 
 SHAPES = {'lenet5': (1, 28), 'resnet_small': (3, 32)}
@@ -36,11 +43,15 @@ def _model(name, seed=0):
     return model.eval(), torch.rand(8, c, s, s)
 
 
-def _structured(model, x, ratio=0.5):
+def _structured(model, x, ratio=0.5, consistent=True):
+    """L1 channel masks (dependency groups) of ``model``, unwrapped; with ``consistent`` the BatchNorm channels after
+    the removed ones are zeroed (what pruning with channel masks gives), else they keep their shifts (drift)."""
     cfg = structured_dependency_config(model, [{'op_types': ['Conv2d'], 'sparse_ratio': ratio}])
     pruner = L1NormPruner(model, cfg)
     _, masks = pruner.compress()
     pruner.unwrap_model()
+    if consistent:
+        apply_channel_masks(model, masks)
     return masks
 
 
@@ -137,3 +148,65 @@ def test_runtime_needs_neither_torch_nor_nni(tmp_path):
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == 'ok'
+
+
+def test_speedup_output_goes_to_the_log_not_the_console(tmp_path, capsys, caplog):
+    """Issue 24: ModelSpeedup's coloured lines ('replace module...') and NNI's prints reached the user's stdout.
+    NNI's own console handler writes to the stdout of import time (pytest's capture cannot see it), so a stand-in
+    handler on the 'nni' logger checks that channel too."""
+    console = io.StringIO()
+    stand_in = logging.StreamHandler(console)
+    logging.getLogger('nni').addHandler(stand_in)
+    caplog.set_level(logging.INFO, logger='nni')  # NNI's own level (the CLI's set-up, run by earlier tests, raises it)
+    caplog.set_level(logging.DEBUG, logger='nni_bap.export.speedup')  # last: it also sets the capture's level
+    try:
+        model, x = _model('resnet_small')
+        masks = _structured(model, x)
+        res = export_onnx(model, str(tmp_path / 'm.onnx'), x, masks=masks)
+    finally:
+        logging.getLogger('nni').removeHandler(stand_in)
+    assert res.structured and res.bn_drift == 0.0
+    assert console.getvalue() == ''
+    assert capsys.readouterr() == ('', '')
+    logged = [r.getMessage() for r in caplog.records if r.name == 'nni_bap.export.speedup']
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if r.name == 'nni_bap.export.speedup')
+    assert sum('replace module' in m for m in logged) >= 10 and any(m.startswith('printed: ') for m in logged)
+    assert stand_in not in logging.getLogger('nni').handlers and len(logging.getLogger('nni').handlers) >= 1
+
+
+def test_pruned_model_without_masks_is_refused_with_what_to_pass(tmp_path):
+    """Issue 24: a pruned model exported without masks= was written full size with the note 'no masks'."""
+    model, x = _model('lenet5')
+    cfg = [{'op_types': ['Conv2d'], 'sparse_ratio': 0.5}]
+    pruner = L1NormPruner(model, cfg)
+    _, masks = pruner.compress()
+    with pytest.raises(MasksNeededError, match='NNI wrappers.*masks='):
+        export_onnx(model, str(tmp_path / 'wrapped.onnx'), x)
+    plain = finalize(pruner)  # conv1 6 -> 3, conv2 16 -> 8 channels, as zeros
+    with pytest.raises(MasksNeededError, match=r'11 output channels of features.0, features.3 are zero') as info:
+        export_onnx(plain, str(tmp_path / 'plain.onnx'), x)
+    assert 'zero_channel_masks' in str(info.value) and 'masks={}' in str(info.value)
+    assert not list(tmp_path.glob('*.onnx'))
+    derived = zero_channel_masks(plain)
+    assert sorted(derived) == ['features.0', 'features.3']
+    assert torch.equal(derived['features.0']['weight'], masks['features.0']['weight'])
+    small = export_onnx(plain, str(tmp_path / 'small.onnx'), x, masks=derived)
+    full = export_onnx(plain, str(tmp_path / 'full.onnx'), x, masks={})
+    assert small.structured and small.efficiency['params'] < full.efficiency['params'] == 61706
+    level, _ = _model('lenet5')  # unstructured zeros, some rows whole: not taken for channel pruning
+    level_pruner = LevelPruner(level, [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.9}])
+    level_pruner.compress()
+    assert zero_channel_masks(finalize(level_pruner)) == {}
+    export_onnx(level, str(tmp_path / 'level.onnx'), x)
+
+
+def test_export_refuses_a_drifting_model_in_one_line(tmp_path):
+    """Issue 24: a channel-pruned model whose BatchNorm shifts were not masked exported a different model (the
+    CLI prints the one line, exit 2); max_bn_drift=inf exports it anyway and reports the drift."""
+    model, x = _model('resnet_small')
+    masks = _structured(model, x, consistent=False)
+    with pytest.raises(BatchNormDriftError, match='bn_drift') as info:
+        export_onnx(model, str(tmp_path / 'drift.onnx'), x, masks=masks)
+    assert '\n' not in str(info.value) and info.value.bn_drift > 1e-3 and not (tmp_path / 'drift.onnx').exists()
+    res = export_onnx(model, str(tmp_path / 'drift.onnx'), x, masks=masks, max_bn_drift=float('inf'))
+    assert res.bn_drift == pytest.approx(info.value.bn_drift, rel=0.2)  # partly measured on fresh random inputs

@@ -3,6 +3,9 @@ import math
 
 import pytest
 import torch
+from cases import RANGE_MESSAGE
+from cases import digits_net as _net
+from cases import normalised as _normalised
 from nni.compression.base.compressor import Pruner
 from nni.compression.pruning import AGPPruner, L1NormPruner, LevelPruner
 from torch.utils.data import DataLoader, Dataset, TensorDataset
@@ -178,7 +181,6 @@ def test_sparsity_check_judges_a_global_group_as_a_whole():
 
 def test_global_sparsity_prunes_lenet_to_its_target(digits):
     """NNI's global_group_id spreads one sparsity over the layers; the run keeps the overall target."""
-    from nni_bap.models import build_model
     from nni_bap.pruning.prune import prune
     torch.manual_seed(0)
     model = build_model('digits_cnn', in_channels=1, input_size=8, num_classes=10)
@@ -189,22 +191,13 @@ def test_global_sparsity_prunes_lenet_to_its_target(digits):
     assert max(per_layer) - min(per_layer) > 0.05  # not uniform: the allocation was global
 
 
-RANGE_MESSAGE = (r"inputs lie in \[-2\.5, 2\.5\], outside the attack's valid range \[0, 1\]; put normalisation "
-                 r'inside the model \(e\.g\. a first layer that normalises\) or set clip_min/clip_max')
 
 
 CFG_HALF = [{'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.5}]
 
 
-def _net():
-    torch.manual_seed(0)
-    return build_model('digits_cnn', 1, 10, 8).eval()
 
 
-def _normalised(digits, n=32):
-    x = digits.x_train[:n].clone()
-    x[0, 0, 0, 0], x[0, 0, 0, 1] = 0.0, 1.0  # the normalised batch spans exactly [-2.5, 2.5]
-    return (x - 0.5) / 0.2, digits.y_train[:n]
 
 
 BAD_BAP = [('scale', 0), ('scale', -1.0), ('scale', math.nan), ('cutoff', -0.5), ('cutoff', 'mean'),
@@ -273,3 +266,101 @@ def test_pruner_warm_start_needs_and_uses_indices(dense_digits, digits):
     moved = flat_norm(store, 'l2') > 0
     assert float(moved.float().mean()) > 0.8                   # every sample seen twice, most perturbed
     assert len(pruner.statistics) == 8
+
+
+#: The README's Python API with a channel pruner, as a newcomer's script runs it (a fresh interpreter, no terminal).
+README_SCRIPT = '''
+import json, sys
+import nni, torch
+from nni_bap import AdversarialPruner, BAPPruner, finalize
+from nni.compression.pruning import AGPPruner, L1NormPruner
+from nni.compression.utils import TorchEvaluator
+from torch.utils.data import DataLoader
+from nni_bap.data import load_digits
+from nni_bap.errors import BatchNormDriftError
+from nni_bap.export import OnnxClassifier, export_onnx
+from nni_bap.models import DigitsBN
+from nni_bap.pruning.dependency import structured_dependency_config
+from nni_bap.pruning.training import accuracy, train
+
+data = load_digits()
+torch.manual_seed(0)
+dense = train(DigitsBN(), data.train_set(), epochs=4, progress=False)
+loader = DataLoader(data.train_set(), batch_size=64, shuffle=True)
+
+def training_func(model, optimizers, training_step, lr_schedulers=None, max_steps=None, max_epochs=None):
+    model.train()
+    step = 0
+    while step < max_steps:
+        for batch in loader:
+            optimizers.zero_grad()
+            training_step(batch, model).backward()
+            optimizers.step()
+            step += 1
+            if step == max_steps:
+                break
+
+def training_step(batch, model):
+    return torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
+
+out = {}
+for name in ('bap', 'adversarial', 'agp'):
+    model = DigitsBN()
+    model.load_state_dict(dense.state_dict())
+    config_list = structured_dependency_config(model, [{'op_types': ['Conv2d'], 'sparse_ratio': 0.5}])
+    evaluator = TorchEvaluator(training_func, nni.trace(torch.optim.Adam)(model.parameters(), lr=1e-3), training_step)
+    pruner = L1NormPruner(model, config_list, evaluator=evaluator)
+    scheduled = {'bap': lambda: BAPPruner(pruner, interval_steps=4, total_times=4, cutoff='adaptive', scale=1.0),
+                 'adversarial': lambda: AdversarialPruner(pruner, interval_steps=4, total_times=4, eps=0.1),
+                 'agp': lambda: AGPPruner(pruner, interval_steps=4, total_times=4)}[name]()
+    _, masks = scheduled.compress(max_steps=24, max_epochs=None)
+    model = finalize(scheduled)
+    path = sys.argv[1] + f'/{name}.onnx'
+    try:
+        res = export_onnx(model, path, data.x_test[:8], masks=masks, validation_inputs=data.x_test)
+    except BatchNormDriftError as exc:
+        out[name] = {'refused': str(exc), 'bn_drift': exc.bn_drift}
+        continue
+    out[name] = {'bn_drift': res.bn_drift, 'flops': res.efficiency['flops'],
+                 'torch': accuracy(model, data.x_test, data.y_test),
+                 'onnx': OnnxClassifier(path).accuracy(data.x_test.numpy(), data.y_test.numpy())}
+with open(sys.argv[1] + '/out.json', 'w') as fh:
+    json.dump(out, fh)
+'''
+
+
+def test_readme_api_with_a_channel_pruner_exports_the_model_it_validated(tmp_path):
+    """Issue 24: with L1NormPruner and BAPPruner as the README shows, the export had bn_drift 1.07 (AGP 1.47) and
+    scored otherwise than the torch model; and the script printed NNI's speed-up lines. Now BAPPruner and
+    AdversarialPruner mask BatchNorm with the channel masks (bn_drift 0, ONNX accuracy == torch accuracy), NNI's
+    AGPPruner without the masks is refused at export, and the script's stdout and stderr stay empty."""
+    import json
+    import os
+    import subprocess
+    import sys
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    proc = subprocess.run([sys.executable, '-c', README_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == '' and proc.stderr == ''
+    out = json.loads((tmp_path / 'out.json').read_text())
+    for name in ('bap', 'adversarial'):
+        assert out[name]['bn_drift'] == 0.0, name
+        assert out[name]['onnx'] == pytest.approx(out[name]['torch'], abs=1e-6) and out[name]['torch'] > 0.5, name
+        assert out[name]['flops'] < 0.4 * 1199360, name  # every conv's channels halved, the second's input too
+    assert out['agp']['bn_drift'] > 1e-3 and 'install_channel_masks' in out['agp']['refused']
+
+
+def test_progress_bar_over_pruning_steps(dense_digits, digits, capsys):
+    """Issue 24: a script saw no sign of progress during a long prune. The bar shows on stderr when asked (by default
+    when stderr is a terminal, which pytest's is not), and not with progress=False."""
+    def run(**kwargs):
+        model = copy.deepcopy(dense_digits)
+        base = LevelPruner(model, CFG, evaluator=make_evaluator(model, _loader(digits), progress=False))
+        BAPPruner(base, interval_steps=2, total_times=2, log_interval=0, **kwargs).compress(max_steps=20,
+                                                                                           max_epochs=None)
+        return capsys.readouterr()
+    shown = run(progress=True)
+    assert shown.out == '' and 'BAPPruner' in shown.err and '20/20' in shown.err and 'ae_error=' in shown.err
+    assert run(progress=False) == ('', '')
+    assert run() == ('', '')  # not a terminal

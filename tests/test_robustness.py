@@ -1,6 +1,7 @@
 """The worst-case robustness evaluation (issue 11): curves, key points, extra classifiers, sanity checks."""
 import numpy as np
 import pytest
+import torch
 
 from nni_bap.evaluation.robustness import auc, evaluate_robustness, sanity_checks
 
@@ -64,3 +65,55 @@ def test_sanity_checks_flag_suspicious_reports():
     rep['cascade']['l2'][0]['found'] = 1.0
     rep['huge_eps_accuracy'] = 0.0
     assert sanity_checks(rep) == []
+
+
+def test_worst_case_never_above_an_attacks_own_accuracy(dense_digits, digits):
+    """Issue 23's check: it holds by construction on a real evaluation, and a report that broke it is flagged."""
+    import copy
+    spec = {'linf': {'budgets': [0.0, 0.05, 0.1], 'key_points': [0.1],
+                     'attacks': {'fmn': {'steps': 10}, 'apgd-ce': {'steps': 5}}}}
+    rep = evaluate_robustness(dense_digits, digits.x_test[:100], digits.y_test[:100], spec, progress=False, huge_eps=0)
+    assert rep['coverage'] == 'every budget' and not any('own accuracy' in w for w in rep['warnings'])
+    bad = copy.deepcopy(rep)
+    bad['curves']['linf']['accuracy']['torch'][1] = bad['curves_by_attack']['linf/fmn'][1] + 0.05
+    assert any("above fmn's own accuracy" in w and 'linf 0.05' in w for w in sanity_checks(bad))
+    bad = copy.deepcopy(rep)
+    step = next(s for s in bad['cascade']['linf'] if s['budget'] == 0.1)
+    step['accuracy_after'] = bad['curves']['linf']['accuracy']['torch'][2] - 0.02
+    assert any("above APGD's own accuracy" in w and 'linf 0.1' in w for w in sanity_checks(bad))
+
+
+@pytest.fixture(scope='module')
+def default_report(mnist_lenet):
+    """The default (every-budget) evaluation of the MNIST LeNet-5 on its 200 test images."""
+    model, x, y = mnist_lenet
+    torch.manual_seed(0)
+    return evaluate_robustness(model, x, y, progress=False, huge_eps=0)
+
+
+@pytest.mark.parametrize('norm, budgets', [('linf', (0.05, 0.15)), ('l2', (1.0, 2.0))])
+def test_every_point_of_the_curve_within_002_of_an_independent_worst_case(norm, budgets, mnist_lenet, default_report):
+    """Issue 23: at budgets that are not key points, the default spec's worst case is no weaker (by more than 0.02)
+    than an independent one: IBM ART's APGD-CE and APGD-DLR and a PGD-40, per sample, on 200 MNIST images."""
+    pytest.importorskip('art')
+    from art.attacks.evasion import AutoProjectedGradientDescent
+    from art.estimators.classification import PyTorchClassifier
+
+    from nni_bap.attacks import PGD, PGDL2
+    model, x, y = mnist_lenet
+    rep = default_report
+    curve = dict(zip(rep['curves'][norm]['budgets'], rep['curves'][norm]['accuracy']['torch']))
+    clf = PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=(1, 28, 28), nb_classes=10,
+                            clip_values=(0.0, 1.0))
+    for eps in budgets:
+        assert eps not in [k['budget'] for k in rep['key_points'] if k['norm'] == norm]
+        robust = (model(x).argmax(1) == y).numpy()
+        for loss in ('cross_entropy', 'difference_logits_ratio'):
+            np.random.seed(0)
+            art = AutoProjectedGradientDescent(clf, norm=np.inf if norm == 'linf' else 2, eps=eps, eps_step=2 * eps,
+                                               max_iter=50, nb_random_init=1, batch_size=200, loss_type=loss,
+                                               verbose=False)
+            robust &= (model(torch.from_numpy(art.generate(x.numpy(), y=y.numpy()))).argmax(1) == y).numpy()
+        pgd = (PGD if norm == 'linf' else PGDL2)(model, eps=eps, steps=40)
+        robust &= (model(pgd(x, y)).argmax(1) == y).numpy()
+        assert curve[eps] <= robust.mean() + 0.02, (norm, eps, curve[eps], robust.mean())

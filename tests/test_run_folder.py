@@ -130,26 +130,55 @@ def test_eval_spec_without_pgd_writes_table_and_plot(tmp_path, capsys):
     assert (out / 'aer.png').stat().st_size > 10000 and 'natural' in capsys.readouterr().out
 
 
-def _prune_in_subprocess(cfg: Path, out: Path) -> None:
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    proc = subprocess.run([sys.executable, '-m', 'nni_bap.cli', '--quiet', 'prune', str(cfg), '--out', str(out)],
-                          capture_output=True, text=True, timeout=300, env=env)
+#: One run in a fresh process: prune (keeping a copy of the checkpoint of epoch 1), then export.
+_RUN = """
+import shutil, sys
+from pathlib import Path
+from nni_bap.cli.config import RunConfig, load_config
+from nni_bap.cli.jobs import run_prune
+from nni_bap.cli.main import main
+cfg, out = RunConfig.from_dict(load_config(sys.argv[1])), Path(sys.argv[2])
+keep = lambda epoch, step: epoch == 1 and shutil.copy(out / 'checkpoint.pt', out.parent / (out.name + '-epoch1.pt'))
+run_prune(cfg, out, progress=False, cache=out / 'cache', on_epoch_end=keep)
+sys.exit(main(['--quiet', 'export', str(out)]))
+"""
+
+
+def _run_in_subprocess(cfg: Path, out: Path, hash_seed: str) -> None:
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'PYTHONHASHSEED': hash_seed}
+    proc = subprocess.run([sys.executable, '-c', _RUN, str(cfg), str(out)], capture_output=True, text=True,
+                          timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
 
 
-def test_same_seed_same_run_in_two_processes(tmp_path):
-    """Issue 10 case 4: the same config and seed in two fresh folders gave different dense models."""
-    cfg = _config(tmp_path, method='bap', dense_epochs=2)
+def _checkpoint_bytes(path: Path) -> bytes:
+    """The checkpoint as saved, its one measured field (wall seconds) set to 0; re-saved in the order it was read."""
+    import io
+    state = torch.load(path, weights_only=True)
+    state['seconds'] = 0.0
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def test_same_run_same_bytes_whatever_the_hash_seed(tmp_path):
+    """Issue 10 case 4: the same config and seed in two fresh folders gave different dense models. Issue 22 case 2:
+    equal tensors but different model.pt bytes (the masks dict followed Python's string hashing), so model_hash and
+    the ONNX model_sha256 differed between identical runs; two processes with other hash seeds now write the same
+    bytes."""
+    cfg = _config(tmp_path, method='bap', dense_epochs=2, epochs=2, total_times=2)
     a, b = tmp_path / 'a', tmp_path / 'b'
-    _prune_in_subprocess(cfg, a)
-    _prune_in_subprocess(cfg, b)
-    sa, sb = (torch.load(p / 'model.pt', weights_only=True)['state_dict'] for p in (a, b))
-    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-    assert (a / 'stats.json').read_text() == (b / 'stats.json').read_text()
-    ra, rb = (json.loads((p / 'run.json').read_text()) for p in (a, b))
-    assert ra['clean_accuracy'] == rb['clean_accuracy'] and ra['config_hash'] == rb['config_hash']
+    _run_in_subprocess(cfg, a, '1')
+    _run_in_subprocess(cfg, b, '2')
+    for name in ('model.pt', 'stats.json', 'model.onnx'):
+        assert sha256_file(a / name) == sha256_file(b / name), name
     (dense_a,), (dense_b,) = (list((p / 'cache').glob('dense-*')) for p in (a, b))
     assert sha256_file(dense_a / 'model.pt') == sha256_file(dense_b / 'model.pt')
+    assert _checkpoint_bytes(tmp_path / 'a-epoch1.pt') == _checkpoint_bytes(tmp_path / 'b-epoch1.pt')
+    ra, rb = (json.loads((p / 'run.json').read_text()) for p in (a, b))
+    assert ra['model_hash'] == rb['model_hash'] and ra['config_hash'] == rb['config_hash']
+    assert list(torch.load(a / 'model.pt', weights_only=True)['masks']) == sorted(
+        torch.load(a / 'model.pt', weights_only=True)['masks'])
 
 
 def test_load_model_refuses_a_model_pt_that_run_json_does_not_know(tmp_path):
@@ -175,3 +204,49 @@ def test_dense_epochs_zero_trains_nothing():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     train(model, data.train_set(), epochs=0, progress=False)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_changed_data_reruns_and_the_log_says_why(tmp_path, mnist_dir):
+    """Issue 22 case 3: MNIST's pixels inverted in data_dir (same path, same size): `bap prune --resume` said 'pruning
+    already done for this config, reused' and kept the clean accuracy measured on the old data."""
+    import gzip
+    import shutil
+
+    import numpy as np
+    data = tmp_path / 'mnist'
+    data.mkdir()
+    for f in mnist_dir.glob('t10k-*.gz'):
+        shutil.copy(f, data / f.name)
+    cfg = _config(tmp_path, model='lenet5', dataset='mnist', data_dir=str(data), train_limit=256, test_limit=64)
+    run = tmp_path / 'run'
+    assert main(['--quiet', 'prune', str(cfg), '--out', str(run)]) == 0
+    first = json.loads((run / 'run.json').read_text())
+    images = data / 't10k-images-idx3-ubyte.gz'
+    raw = np.frombuffer(gzip.decompress(images.read_bytes()), np.uint8).copy()
+    raw[16:] = 255 - raw[16:]
+    images.write_bytes(gzip.compress(raw.tobytes(), compresslevel=1))
+    assert main(['--quiet', 'prune', str(cfg), '--out', str(run), '--resume']) == 0
+    second = json.loads((run / 'run.json').read_text())
+    assert second['data_hash'] != first['data_hash'] and second['model_hash'] != first['model_hash']
+    assert 'pruning redone (--resume): the data changed since the run' in (run / 'bap.log').read_text()
+    assert len(list((run / 'cache').glob('dense-*'))) == 2  # the dense model retrained on the new data
+    assert main(['--quiet', 'prune', str(cfg), '--out', str(run), '--resume']) == 0  # now reused
+    assert json.loads((run / 'run.json').read_text()) == second
+
+
+def test_missing_or_damaged_stage_file_makes_its_stage_stale(tmp_path):
+    """Issue 22 case 3: `sweep --resume` with a run's stats.json deleted logged '(reused)' and left it missing; a
+    damaged curves.png (not hashed) was reused too."""
+    out, cfg = tmp_path / 'sweep', _config(tmp_path)
+    assert _sweep(cfg, out) == 0
+    run = out / 'agp-seed0' / 'natural-0.5'
+    (run / 'stats.json').unlink()
+    assert _sweep(cfg, out, '--resume') == 0
+    assert (run / 'stats.json').is_file()
+    assert 'redone from prune: stats.json is missing or does not match run.json' in (out / 'bap.log').read_text()
+    model = (run / 'model.pt').stat().st_mtime_ns
+    (run / 'curves.png').write_bytes(b'not a png')
+    assert _sweep(cfg, out, '--resume') == 0
+    assert 'redone from eval: curves.png is missing or does not match report.json' in (out / 'bap.log').read_text()
+    assert (run / 'model.pt').stat().st_mtime_ns == model and (run / 'curves.png').stat().st_size > 1000
+    assert RunFolder(run).check_report(json.loads((run / 'report.json').read_text())['spec_hash'], onnx=True) is None

@@ -59,3 +59,29 @@ def test_onnx_classifier_refuses_a_graph_that_is_not_a_classifier(tmp_path, outp
     with pytest.raises(CorruptModelError, match=message) as info:
         OnnxClassifier(path)
     assert path in str(info.value)
+
+
+@pytest.mark.parametrize('value', [np.nan, np.inf])
+def test_onnx_classifier_refuses_non_finite_weights(tmp_path, value):
+    """Issue 22 case 1: a graph with a NaN bias loaded and was evaluated (exit 0, no warning)."""
+    import onnx
+    from onnx import numpy_helper
+    path = _onnx(tmp_path / 'm.onnx')
+    model = onnx.load(path)
+    w = numpy_helper.to_array(model.graph.initializer[0]).copy()
+    w[1, 2] = value
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(w, 'w'))
+    onnx.save(model, path)
+    with pytest.raises(CorruptModelError, match=r'm.onnx holds non-finite weights \(w\); refused'):
+        OnnxClassifier(path)
+
+
+def test_onnx_classifier_refuses_weights_kept_outside_the_file(tmp_path):
+    """A graph may name an external file for its weights (``../../etc/...``): an exported classifier never does."""
+    import onnx
+    path = _onnx(tmp_path / 'm.onnx')
+    model = onnx.load(path)
+    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location='w.bin',
+              size_threshold=0)
+    with pytest.raises(CorruptModelError, match="keeps the weight 'w' in an external file"):
+        OnnxClassifier(path)

@@ -74,3 +74,73 @@ def test_malicious_cifar_batch_does_not_run(tmp_path, payload, name, protocol):
     assert not marker.exists()
     assert str(folder / 'data_batch_3') in str(info.value) and name in str(info.value)
     assert 'refused global' in str(info.value)
+
+
+def _fuzzed(good: bytes, rng) -> bytes:
+    """``good`` with a few bytes changed, cut short, or with random bytes inserted."""
+    b = bytearray(good)
+    kind = rng.integers(0, 3)
+    if kind == 0:
+        for _ in range(rng.integers(1, 3)):
+            b[rng.integers(0, len(b))] = rng.integers(0, 256)
+    elif kind == 1:
+        del b[rng.integers(0, len(b)):]
+    else:
+        at = rng.integers(0, len(b))
+        b[at:at] = rng.integers(0, 256, rng.integers(1, 9)).astype(np.uint8).tobytes()
+    return bytes(b)
+
+
+@pytest.mark.parametrize('protocol', [2, 4, 5])
+def test_fuzzed_pickles_fail_with_one_error_type(protocol):
+    """Issue 22 case 6: fuzzed CIFAR-10 pickles raised OverflowError, LookupError, MemoryError and SystemError past the
+    unpickler's handler (and forged dtype states made numpy print internal errors). 1500 mutations of a real-format
+    batch: each loads, or fails with UnsafePickleError / BadPickleError, fast."""
+    import io
+    import time
+
+    from nni_bap.errors import BadPickleError, UnsafePickleError
+    from nni_bap.utils.safe_pickle import load_data_pickle
+    rng = np.random.default_rng(protocol)
+    good = pickle.dumps({b'batch_label': b'x', b'labels': [1, 2, 3], b'filenames': [b'a', b'b', b'c'],
+                         b'data': np.arange(12, dtype=np.uint8).reshape(3, 4)}, protocol=protocol)
+    kinds, start = set(), time.perf_counter()
+    for _ in range(1500):
+        try:
+            load_data_pickle(io.BytesIO(_fuzzed(good, rng)))
+            kinds.add('loaded')
+        except (UnsafePickleError, BadPickleError) as exc:
+            kinds.add(type(exc).__name__)
+    assert kinds == {'loaded', 'UnsafePickleError', 'BadPickleError'} and time.perf_counter() - start < 20
+
+
+@pytest.mark.parametrize('blob, message', [
+    # numpy uint8 dtype state with flags 0x3f (claims object references): numpy would free "pointers" read from data
+    (b'\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00u1\x89\x88\x87R(K\x03X\x01\x00\x00\x00|NNNJ\xff\xff\xff\xffJ\xff\xff'
+     b'\xff\xffK?tb.', 'dtype state'),
+    (b'\x80\x02cnumpy\ndtype\nX\x02\x00\x00\x00O8\x89\x88\x87R.', "dtype 'O8'"),  # object arrays unpickle objects
+    (b'\x80\x02c__builtin__\nbytearray\nJ\x00\x00\x00\x40\x85R.', 'bytearray(1073741824)'),  # 1 GiB from 20 bytes
+    (b'\x80\x05\x96' + (1 << 40).to_bytes(8, 'little') + b'.', 'a bytearray of 1099511627776 bytes'),
+    (b'\x80\x02cnumpy\nndarray\nK\x05\x85R.', 'cannot unpickle: TypeError'),  # ndarray((5,)): uninitialised memory
+])
+def test_forged_numpy_and_sized_values_are_refused(blob, message):
+    """Issue 22 case 5/6: states numpy trusts and sizes a few bytes can claim are checked before anything is built."""
+    import io
+
+    from nni_bap.errors import BadPickleError
+    from nni_bap.utils.safe_pickle import load_data_pickle
+    with pytest.raises(BadPickleError, match=message.replace('(', r'\(').replace(')', r'\)')):
+        load_data_pickle(io.BytesIO(blob))
+
+
+def test_data_arrays_of_every_plain_dtype_load_as_pickle_loads_them():
+    import io
+
+    from nni_bap.utils.safe_pickle import load_data_pickle
+    values = [np.arange(6, dtype=np.uint8).reshape(2, 3), np.arange(6, dtype='>f4').reshape(2, 3).T,
+              np.array(['ab', 'c']), np.array([True, False]), np.float32(3.5), np.int64(7), np.zeros((0, 3), np.int16)]
+    for protocol in (2, 3, 4, 5):
+        for value in values:
+            blob = pickle.dumps({b'x': value}, protocol=protocol)
+            got, want = np.asarray(load_data_pickle(io.BytesIO(blob))[b'x']), pickle.loads(blob)[b'x']
+            assert got.dtype == want.dtype and np.array_equal(got, want), (protocol, value)

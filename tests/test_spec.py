@@ -26,7 +26,8 @@ def test_bad_specs_are_refused(spec, message):
 
 
 @pytest.mark.parametrize('spec, message', [
-    ({'linf': {'budgets': [0.0, 0.1], 'attacks': {'pgd': {}}}}, 'run only at key_points'),
+    ({'linf': {'budgets': [0.0], 'attacks': {'pgd': {}}}}, 'need a budget > 0'),
+    ({'linf': {'budgets': [0.0, 0.1], 'fixed_budgets': [], 'attacks': {'pgd': {}}}}, 'need a budget > 0'),
     ({'linf': {'budgets': [0.0, 0.1], 'key_points': [0.1], 'attacks': {'fmn': {'stepz': 3}}}}, "unexpected keyword"),
     ({'linf': {'budgets': [0.0, 0.1], 'key_points': [0.1], 'attacks': {'pgd': {'steps': 0}}}}, 'steps must be'),
     ({'linf': {'budgets': [0.0, 0.1], 'key_points': [0.1], 'attacks': {'apgd-ce': {'norm': 'l2'}}}}, "'norm' is set"),
@@ -43,7 +44,8 @@ def test_validated_spec_is_typed_sorted_and_filled():
                           'linf': {'budgets': [0.2, 0.0, 0.1], 'key_points': [0.1, 0.15], 'attacks': {'fgsm': {}}}})
     assert [n.norm for n in spec] == ['l2', 'linf']  # the order given
     l2, linf = spec.norms
-    assert l2.budgets == (0.0, 0.5, 1.0) and l2.fixed_budgets == (1.0,)
+    assert l2.budgets == (0.0, 0.5, 1.0) and l2.fixed_budgets == (0.0, 0.5, 1.0)  # every budget by default
+    assert l2.coverage == 'every budget' and spec.coverage == 'every budget'
     assert linf.grid == [0.0, 0.1, 0.15, 0.2]  # key points join the grid
     assert [n for n, _ in l2.min_norm_attacks()] == ['fmn'] and [n for n, _ in l2.fixed_attacks()] == ['apgd-dlr']
     assert validate_spec(spec) is spec and validate_spec(spec.to_dict()) == spec
@@ -66,3 +68,21 @@ def test_norm_spec_builds_each_attack_for_its_norm_and_budget():
 def test_preset_settings_cannot_be_overridden():
     with pytest.raises(ValueError, match="'loss' is set by the spec"):
         validate_spec({'linf': {'budgets': [0.0, 0.1], 'key_points': [0.1], 'attacks': {'apgd-ce': {'loss': 'dlr'}}}})
+
+
+def test_named_specs_and_their_coverage():
+    from nni_bap.cli.config import RunConfig
+    from nni_bap.errors import ConfigError
+    from nni_bap.evaluation.spec import named_spec
+    every, keys = validate_spec(default_spec()), validate_spec(named_spec('key-points'))
+    assert every.coverage == 'every budget' and keys.coverage == 'key points'
+    assert keys.norms[0].fixed_budgets == (0.1, 0.3) and every.norms[0].fixed_budgets[1:] == every.norms[0].budgets[1:]
+    assert validate_spec(named_spec('worst-case', (1, 8, 8))) == validate_spec(default_spec((1, 8, 8)))
+    partial = validate_spec({'linf': {'budgets': [0.0, 0.1, 0.2], 'fixed_budgets': [0.2], 'attacks': {'pgd': {}}}})
+    assert partial.coverage == 'partial'
+    assert validate_spec({'linf': {'budgets': [0.0, 0.1], 'attacks': {'fmn': {}}}}).coverage == 'none'
+    assert RunConfig.from_dict({'eval': 'key-points'}).eval == 'key-points'
+    with pytest.raises(ConfigError, match="unknown evaluation spec 'cheap'"):
+        RunConfig.from_dict({'eval': 'cheap'})
+    with pytest.raises(ConfigError, match="unknown evaluation spec 'cheap'"):
+        named_spec('cheap')

@@ -14,14 +14,14 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import yaml
 
 from ..data import DATASETS
 from ..deploy.block import resolve_align
-from ..errors import ConfigError
-from ..evaluation.spec import EvalSpec, validate_spec
+from ..errors import BRIEF_CHARS, ConfigError, brief
+from ..evaluation.spec import NAMED_SPECS, EvalSpec, validate_spec
 from ..models import MODELS
 from ..pruning.methods import (
     BASE_PRUNERS,
@@ -33,7 +33,8 @@ from ..pruning.methods import (
 from ..utils.atomic import sha256_json
 from ..utils.device import DEVICE_PATTERN
 
-__all__ = ['DEFAULT_CONFIG_LIST', 'PLACEMENT_KEYS', 'RunConfig', 'config_keys', 'load_config', 'parse_process']
+__all__ = ['DEFAULT_CONFIG_LIST', 'MAX_CONFIG_BYTES', 'MAX_COUNT', 'MAX_SEED', 'MAX_YAML_NODES', 'PLACEMENT_KEYS',
+           'RunConfig', 'config_keys', 'load_config', 'parse_process']
 
 #: Pruning entries when a config gives none: every conv and linear layer to 0.8.
 DEFAULT_CONFIG_LIST = ({'op_types': ['Conv2d', 'Linear'], 'sparse_ratio': 0.8},)
@@ -66,7 +67,9 @@ class RunConfig:
         Each method family's settings (``{'bap': {...}, 'adversarial': {...}}``), checked against the family's
         generator; :attr:`method_args` are the settings of :attr:`method`.
     eval
-        The evaluation spec (:class:`~nni_bap.evaluation.spec.EvalSpec`), or ``None`` for the default.
+        The evaluation spec (:class:`~nni_bap.evaluation.spec.EvalSpec`), the name of one
+        (:data:`~nni_bap.evaluation.spec.NAMED_SPECS`: ``'worst-case'``, ``'key-points'``; sized for the data's
+        inputs when the run starts), or ``None`` for the default (``'worst-case'``).
     device
         ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``: the syntax is checked here, availability where the run
         starts (:func:`~nni_bap.utils.device.resolve_device`).
@@ -92,7 +95,7 @@ class RunConfig:
     seed: int = 0
     train_limit: Optional[int] = None
     test_limit: Optional[int] = None
-    eval: Optional[EvalSpec] = None
+    eval: Union[EvalSpec, str, None] = None
     device: str = 'auto'
     align: Any = 'auto'
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -104,7 +107,7 @@ class RunConfig:
         for key, registry in (('model', MODELS), ('dataset', DATASETS), ('base_pruner', BASE_PRUNERS),
                               ('schedule', SCHEDULES)):
             if not isinstance(getattr(self, key), str) or getattr(self, key) not in registry:
-                raise ConfigError(f'unknown {key} {getattr(self, key)!r}; choose one of {registry.names()}')
+                raise ConfigError(f'unknown {key} {brief(getattr(self, key))}; choose one of {registry.names()}')
         _check_numbers(self)
         _check_data_dir(self)
         object.__setattr__(self, 'config_list', _check_config_list(self.config_list))
@@ -113,11 +116,15 @@ class RunConfig:
         object.__setattr__(self, 'family', family)
         object.__setattr__(self, 'method_args', args)
         check_method_settings(family, args)
-        if self.eval is not None:
+        if isinstance(self.eval, str):
+            if self.eval not in NAMED_SPECS:
+                raise ConfigError(f'unknown evaluation spec {brief(self.eval)}; choose one of {sorted(NAMED_SPECS)} or '
+                                  'give a mapping of norms')
+        elif self.eval is not None:
             object.__setattr__(self, 'eval', validate_spec(self.eval))
         object.__setattr__(self, 'align', resolve_align(self.align))
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
-            raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+            raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {brief(self.device)}")
 
     @classmethod
     def from_dict(cls, raw: Any, base_dir: Optional[Path] = None) -> 'RunConfig':
@@ -125,9 +132,9 @@ class RunConfig:
         against ``base_dir`` (the config file's folder) when it does not exist as given."""
         if not isinstance(raw, dict):
             raise ConfigError('a config must be a mapping of settings')
-        unknown = sorted(set(raw) - set(config_keys()))
+        unknown = sorted(set(raw) - set(config_keys()), key=str)
         if unknown:
-            raise ConfigError(f'unknown config key {unknown[0]!r}; known keys: {", ".join(sorted(config_keys()))}')
+            raise ConfigError(f'unknown config key {brief(unknown[0])}; known keys: {", ".join(sorted(config_keys()))}')
         raw = copy.deepcopy(raw)
         sections = {f: raw.pop(f) for f in _families() if f in raw}
         if raw.get('data_dir') is not None and raw.get('dataset', 'digits') != 'digits':
@@ -141,7 +148,7 @@ class RunConfig:
         out = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.init
                and f.name not in ('sections', 'eval')}
         out['config_list'] = [dict(e) for e in out['config_list']]
-        out['eval'] = self.eval.to_dict() if self.eval is not None else None
+        out['eval'] = self.eval.to_dict() if isinstance(self.eval, EvalSpec) else self.eval
         out.update({f: dict(self.sections.get(f, {})) for f in _families()})
         return out
 
@@ -204,23 +211,31 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+#: Largest value of a count setting (epochs, batch_size, total_times, limits): what a C int holds. The data bounds
+#: batch_size and total_times further (:func:`nni_bap.cli.jobs.check_data_fit`).
+MAX_COUNT = 2 ** 31 - 1
+#: Largest seed: numpy's generators take seeds below 2^32.
+MAX_SEED = 2 ** 32 - 1
+
+
 def _check_numbers(cfg: RunConfig) -> None:
     for key in ('total_times', 'dense_epochs', 'epochs', 'batch_size'):
-        v = getattr(cfg, key)
-        if not _is_int(v) or v < (0 if key == 'dense_epochs' else 1):
-            raise ConfigError(f'{key} must be a positive integer, got {v!r}')
+        v, low = getattr(cfg, key), (0 if key == 'dense_epochs' else 1)
+        if not _is_int(v) or not low <= v <= MAX_COUNT:
+            kind = 'a non-negative' if low == 0 else 'a positive'
+            raise ConfigError(f'{key} must be {kind} integer (at most {MAX_COUNT}), got {brief(v)}')
     for key in ('train_limit', 'test_limit'):
         v = getattr(cfg, key)
-        if v is not None and (not _is_int(v) or v < 1):
-            raise ConfigError(f'{key} must be a positive integer or null, got {v!r}')
-    if not _is_int(cfg.seed) or cfg.seed < 0:
-        raise ConfigError(f'seed must be a non-negative integer, got {cfg.seed!r}')
+        if v is not None and (not _is_int(v) or not 1 <= v <= MAX_COUNT):
+            raise ConfigError(f'{key} must be a positive integer (at most {MAX_COUNT}) or null, got {brief(v)}')
+    if not _is_int(cfg.seed) or not 0 <= cfg.seed <= MAX_SEED:
+        raise ConfigError(f'seed must be a non-negative integer (at most 2^32 - 1 = {MAX_SEED}), got {brief(cfg.seed)}')
     lr = cfg.lr
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ConfigError(f'lr must be a positive finite number, got {lr!r}')
+        raise ConfigError(f'lr must be a positive finite number, got {brief(lr)}')
     frac = cfg.schedule_fraction
     if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 < frac <= 1:
-        raise ConfigError(f'schedule_fraction must be in (0, 1], got {frac!r}')
+        raise ConfigError(f'schedule_fraction must be in (0, 1], got {brief(frac)}')
 
 
 def _check_config_list(config_list: Any) -> Tuple[Mapping[str, Any], ...]:
@@ -236,7 +251,7 @@ def _check_config_list(config_list: Any) -> Tuple[Mapping[str, Any], ...]:
             continue
         r = entry.get('sparse_ratio')
         if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < 1:
-            raise ConfigError(f'config_list[{i}].sparse_ratio must be a number in (0, 1), got {r!r}')
+            raise ConfigError(f'config_list[{i}].sparse_ratio must be a number in (0, 1), got {brief(r)}')
         pruned += 1
     if not pruned:
         raise ConfigError('config_list has only exclude entries: nothing would be pruned')
@@ -249,7 +264,7 @@ def _check_sections(sections: Mapping[str, Any]) -> Mapping[str, Mapping[str, An
     for family in _families():
         section = sections.get(family) or {}
         if not isinstance(section, dict):
-            raise ConfigError(f"{family} must be a mapping of that method's settings, got {section!r}")
+            raise ConfigError(f"{family} must be a mapping of that method's settings, got {brief(section)}")
         check_method_settings(family, section)
         out[family] = copy.deepcopy(section)
     return out
@@ -259,40 +274,108 @@ def parse_process(process: str, default_fraction: float) -> Tuple[str, float]:
     """``'agp'`` or ``'agp@0.3'`` (schedule, and the fraction of training it spans) -> (schedule, fraction)."""
     schedule, _, frac = str(process).partition('@')
     if schedule not in SCHEDULES:
-        raise ConfigError(f'unknown schedule {schedule!r} in {process!r}; choose one of {SCHEDULES.names()}')
+        raise ConfigError(f'unknown schedule {brief(schedule)} in {brief(process)}; choose one of {SCHEDULES.names()}')
     try:
         fraction = float(frac) if frac else float(default_fraction)
     except ValueError:
-        raise ConfigError(f'cannot read the fraction of {process!r} (expected e.g. agp@0.3)') from None
+        raise ConfigError(f'cannot read the fraction of {brief(process)} (expected e.g. agp@0.3)') from None
     if not 0 < fraction <= 1:
-        raise ConfigError(f'schedule fraction of {process!r} must be in (0, 1]')
+        raise ConfigError(f'schedule fraction of {brief(process)} must be in (0, 1]')
     return schedule, fraction
 
 
+#: Largest config file read (a config is a few hundred bytes).
+MAX_CONFIG_BYTES = 1 << 20
+#: Most YAML nodes a config may expand to, aliases counted at every use (a 500-byte alias bomb expands to 10^9).
+MAX_YAML_NODES = 100_000
+
+
 def load_config(path: str) -> Dict[str, Any]:
-    """Read a YAML or JSON file; errors name the file, and the line and column where parsing failed."""
+    """Read a YAML or JSON file; errors name the file, and the line and column where parsing failed.
+
+    Bounded work for a hostile file: at most :data:`MAX_CONFIG_BYTES` read, YAML aliases expanded to at most
+    :data:`MAX_YAML_NODES` nodes (counted before anything is built), nesting bounded by Python's recursion limit;
+    a key given twice is refused (YAML and JSON would silently keep the last).
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f'config file {p} does not exist')
     try:
-        text = p.read_text()
+        with open(p, 'rb') as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        text = raw.decode('utf-8')
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f'{p}: cannot read: {exc}') from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f'{p}: larger than {MAX_CONFIG_BYTES} bytes; a config is a short list of settings')
     try:
-        data = json.loads(text) if p.suffix == '.json' else _yaml(text)
+        data = json.loads(text, object_pairs_hook=_json_object) if p.suffix == '.json' else _yaml(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f'{p} line {exc.lineno}, column {exc.colno}: {exc.msg}') from None
     except ConfigError as exc:
-        raise ConfigError(f'{p} {exc}') from None
+        raise ConfigError(f'{p}{"" if str(exc).startswith(":") else " "}{exc}') from None
+    except RecursionError:
+        raise ConfigError(f'{p}: nested too deeply') from None
     if not isinstance(data, dict):
         raise ConfigError(f'{p}: the top level must be a mapping of settings')
     return data
 
 
+def _json_object(pairs: List[Tuple[str, Any]]) -> Dict[str, Any]:
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ConfigError(f': duplicate key {brief(key)}')
+        seen.add(key)
+    return dict(pairs)
+
+
+def _children(node) -> List[Any]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _check_expansion(root, limit: int = MAX_YAML_NODES) -> None:
+    """:class:`ConfigError` when the node graph, every alias expanded, has more than ``limit`` nodes or a cycle
+    (counted over the shared graph, without expanding it)."""
+    sizes: Dict[int, int] = {}
+    path: set = set()
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            path.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in _children(node))
+            if sizes[id(node)] > limit:
+                raise ConfigError(f': its aliases expand to more than {limit} values (an alias bomb?); refused')
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in path:
+            raise ConfigError(': an alias refers to the value that holds it (a cycle); refused')
+        path.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
+
+
 def _loader():
-    """PyYAML's safe loader, also reading ``1e-3`` and ``1.0e30`` as numbers (YAML 1.2; 1.1 wants ``1.0e-3``)."""
+    """PyYAML's safe loader, also reading ``1e-3`` and ``1.0e30`` as numbers (YAML 1.2; 1.1 wants ``1.0e-3``),
+    refusing duplicate keys and alias bombs (:func:`_check_expansion`) before anything is built."""
     class Loader(yaml.SafeLoader):
-        pass
+        def construct_document(self, node):
+            _check_expansion(node)
+            return super().construct_document(node)
+
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key, _ in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != 'tag:yaml.org,2002:merge':
+                    if (key.tag, key.value) in seen:
+                        raise ConfigError(f'line {key.start_mark.line + 1}, column {key.start_mark.column + 1}: '
+                                          f'duplicate key {brief(key.value)}')
+                    seen.add((key.tag, key.value))
+            return super().construct_mapping(node, deep)
     Loader.add_implicit_resolver('tag:yaml.org,2002:float', _FLOAT, list('-+0123456789.'))
     return Loader
 
@@ -306,6 +389,6 @@ def _yaml(text: str) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f'line {mark.line + 1}, column {mark.column + 1}' if mark else 'somewhere'
-        raise ConfigError(f'{where}: {exc.problem or exc.context}') from None
+        raise ConfigError(f'{where}: {str(exc.problem or exc.context)[:BRIEF_CHARS]}') from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f': cannot parse: {str(exc).splitlines()[0]}') from None
+        raise ConfigError(f': cannot parse: {(str(exc).splitlines() or [""])[0][:BRIEF_CHARS]}') from None

@@ -4,8 +4,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import weakref
 from pathlib import Path
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -19,7 +20,7 @@ from ..utils.distributed import agree, is_main, world_size
 from .config import RunConfig
 from .run_folder import RunFolder
 
-__all__ = ['DENSE_KEYS', 'build', 'dense_key', 'dense_model', 'save_dense_run']
+__all__ = ['DENSE_KEYS', 'build', 'data_hash', 'dense_key', 'dense_model', 'save_dense_run']
 
 _logger = logging.getLogger(__name__)
 
@@ -37,6 +38,24 @@ def _fingerprint(data: DataSplit) -> str:
     h = hashlib.sha256()
     for t in (data.x_train, data.y_train):
         h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+_HASHES: Dict[int, Tuple[weakref.ref, str]] = {}
+
+
+def data_hash(data: DataSplit) -> str:
+    """Hash of everything a run reads from its data: train and test inputs and labels (after ``train_limit`` /
+    ``test_limit``). A run's identity (``run.json``'s ``data_hash``): the same path with other content is other data.
+    Computed once per :class:`DataSplit` object (its tensors are not changed in place)."""
+    hit = _HASHES.get(id(data))
+    if hit is not None and hit[0]() is data:
+        return hit[1]
+    h = hashlib.sha256()
+    for t in (data.x_train, data.y_train, data.x_test, data.y_test):
+        h.update(str((tuple(t.shape), t.dtype)).encode())
+        h.update(t.contiguous().numpy().tobytes())
+    _HASHES[id(data)] = (weakref.ref(data), h.hexdigest())
     return h.hexdigest()
 
 
@@ -64,7 +83,7 @@ def dense_model(cfg: RunConfig, data: DataSplit, cache: Optional[Path] = None, p
     the run folder under ``cache``. Returned on the CPU, in eval mode. In several processes it is trained data
     parallel and only rank 0 writes the cache."""
     key = dense_key(cfg, data)
-    folder = RunFolder(Path(cache) / f'dense-{key[:16]}') if cache is not None else None
+    folder = RunFolder(Path(cache) / f'dense-{key[:16]}', root=Path(cache).parent) if cache is not None else None
     model = _cached(folder, key)
     if model is not None:
         return model
@@ -78,21 +97,24 @@ def dense_model(cfg: RunConfig, data: DataSplit, cache: Optional[Path] = None, p
     _logger.info('dense %s: test accuracy %.4f after %.1f s', cfg.model, acc, time.perf_counter() - start)
     model.cpu()
     if folder is not None and is_main():
-        folder.create().save_model(model, {}, cfg.replace(method='natural'), data.input_shape, data.num_classes)
-        folder.write_run({'kind': 'dense cache', 'clean_accuracy': acc}, key)
+        with folder.create().lock(wait=True):  # two sweeps may train the same dense model: one writes at a time
+            folder.save_model(model, {}, cfg.replace(method='natural'), data.input_shape, data.num_classes)
+            folder.write_run({'kind': 'dense cache', 'clean_accuracy': acc}, key)
     return model.eval()
 
 
 def save_dense_run(cfg: RunConfig, dense: nn.Module, out: Path, data: DataSplit) -> RunFolder:
     """Write the dense model as a run folder (no masks) so it exports and evaluates like any run."""
     cfg = cfg.replace(method='natural')
-    folder = RunFolder(out).create()
+    folder = RunFolder(out, root=Path(out).parent).create()
     info = {'method': 'dense', 'family': 'dense', 'method_args': {}, 'schedule': '-', 'sparsity': 0.0,
             'seed': cfg.seed, 'seconds': 0.0, 'summary': {}, 'clean_accuracy': accuracy(dense, data.x_test, data.y_test)}
-    if folder.check_prune(cfg.config_hash()) is None and folder.read_json('run.json').get('weights') == _weights(dense):
-        return folder
-    folder.save_model(dense, {}, cfg, data.input_shape, data.num_classes)
-    folder.write_run({**info, 'weights': _weights(dense)}, cfg.config_hash())
+    with folder.lock():
+        if (folder.check_prune(cfg.config_hash(), data_hash(data)) is None
+                and folder.read_json('run.json').get('weights') == _weights(dense)):
+            return folder
+        folder.save_model(dense, {}, cfg, data.input_shape, data.num_classes)
+        folder.write_run({**info, 'weights': _weights(dense)}, cfg.config_hash(), data_hash(data))
     return folder
 
 

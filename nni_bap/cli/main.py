@@ -1,7 +1,9 @@
 """The ``bap`` command line: prune, export, eval, sweep, demo, plan.
 
 Every user error (a bad setting, a missing or damaged file, a diverging run) ends with one line on
-stderr and exit code 2; ``--debug`` shows the traceback instead.
+stderr (at most :data:`MAX_ERROR_CHARS` characters) and exit code 2; ``--debug`` shows the traceback instead.
+Ctrl-C ends with ``bap: interrupted`` and exit code 130. A command that fails leaves no new ``--out`` folder
+holding only its log.
 """
 from __future__ import annotations
 
@@ -17,23 +19,42 @@ from typing import Callable, Dict, List, NoReturn, Optional
 
 from ..attacks import ATTACKS
 from ..data import DATASETS
-from ..errors import BapError, ConfigError, RunFolderError
+from ..errors import BapError, ConfigError
 from ..export.cpu import INT8_TARGETS
 from ..models import MODELS
 from ..pruning.methods import BASE_PRUNERS, METHODS, SCHEDULES
+from ..utils.atomic import open_append
 from ..utils.device import resolve_device
 from ..utils.distributed import close_distributed, init_distributed, is_main, launched
 from .config import RunConfig, load_config
 from .jobs import resolve_eval_target, run_eval, run_export, run_prune
 from .plan import run_plan
-from .report import aer_table
+from .report import aer_legend, aer_table
 from .run_folder import RunFolder
 from .sweep import run_sweep, sweep_plan
 
-__all__ = ['main']
+__all__ = ['MAX_ERROR_CHARS', 'main']
 
-DEMO_CONFIG = {'model': 'digits_cnn', 'dataset': 'digits', 'dense_epochs': 15, 'epochs': 8,
-               'adversarial': {'attack': 'fgsm', 'eps': 0.1}}
+#: Longest error line printed (values in messages are cut to 200 characters where they are formatted; this bounds
+#: what any message, a library's included, can become).
+MAX_ERROR_CHARS = 1000
+
+#: ``bap demo``: a BatchNorm CNN trained to its plateau on digits (0.97-0.98); every conv but the first (one input
+#: channel, 1% of the FLOPs) pruned by weights (level) and by whole channels (l1), each by natural AGP, FGSM-RS
+#: adversarial pruning and BAP; a lighter worst-case evaluation than the default (FMN-40 + APGD-CE-10 for Linf, key
+#: point 0.1; FMN-30 + APGD-CE-10 for L2, key point MNIST's 1.5 scaled to 8x8 pixels), so that the 13 models take
+#: about 1.5 minutes on 2 cores.
+_L2_SCALE = (64 / 784) ** 0.5
+DEMO_CONFIG = {'model': 'digits_bn', 'dataset': 'digits', 'dense_epochs': 20, 'epochs': 5,
+               'config_list': [{'op_types': ['Conv2d'], 'sparse_ratio': 0.5},
+                               {'op_names': ['features.0'], 'exclude': True}],
+               'adversarial': {'attack': 'fgsm', 'eps': 0.1},
+               'eval': {'linf': {'budgets': [round(0.025 * i, 4) for i in range(13)], 'key_points': [0.1],
+                                 'attacks': {'fmn': {'steps': 40}, 'apgd-ce': {'steps': 10}}},
+                        'l2': {'budgets': [round(0.25 * i * _L2_SCALE, 4) for i in range(13)],
+                               'key_points': [round(1.5 * _L2_SCALE, 4)],
+                               'attacks': {'fmn': {'steps': 30}, 'apgd-ce': {'steps': 10}}}}}
+DEMO_METHODS, DEMO_BASE_PRUNERS = ('natural', 'adversarial', 'bap'), ('level', 'l1')
 TINY = {'dense_epochs': 2, 'epochs': 1, 'train_limit': 256, 'test_limit': 64, 'total_times': 2,
         'eval': {'linf': {'budgets': [0.0, 0.05, 0.1, 0.2], 'key_points': [0.1],
                           'attacks': {'fmn': {'steps': 10}, 'apgd-ce': {'steps': 5}}},
@@ -48,21 +69,28 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f'{self.prog}: error: {message} (see {self.prog} --help)\n')
 
 
+class _LogFile(logging.FileHandler):
+    """``bap.log``, appended to without following a symbolic link planted there
+    (:func:`~nni_bap.utils.atomic.open_append`)."""
+
+    def _open(self):
+        return open_append(Path(self.baseFilename), self.encoding or 'utf-8')
+
+
 def _setup_logging(out: Optional[Path], quiet: bool) -> None:
     root = logging.getLogger()
     root.setLevel(logging.INFO)
     for h in list(root.handlers):
         root.removeHandler(h)
+        if isinstance(h, _LogFile):
+            h.close()
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.WARNING if quiet else logging.INFO)
     console.setFormatter(logging.Formatter('%(levelname)s %(message)s'))
     console.addFilter(lambda r: r.name.startswith('nni_bap') or r.levelno >= logging.WARNING)
     root.addHandler(console)
     if out is not None:
-        try:
-            fh = logging.FileHandler(out / 'bap.log')
-        except OSError as exc:
-            raise RunFolderError(f'cannot write {out / "bap.log"}: {exc.strerror or exc}') from None
+        fh = _LogFile(out / 'bap.log')
         fh.setFormatter(logging.Formatter('%(asctime)s %(name)s %(levelname)s %(message)s'))
         root.addHandler(fh)
     for noisy in ('nni', 'nni.speedup', 'matplotlib'):
@@ -123,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument('--methods', type=_words, default=['natural', 'adversarial', 'bap'],
                     help=f'methods, comma-separated (default natural,adversarial,bap): {", ".join(METHODS.names())}, '
                     'optionally suffixed (adversarial-pgd0.1, bap-s1.1, bap-c0.5)')
+    sw.add_argument('--base-pruners', dest='base_pruners', type=_words, default=None,
+                    help=f'base pruners, comma-separated ({", ".join(BASE_PRUNERS.names())}; default: the config\'s), '
+                    'e.g. level,l1 for unstructured and channel-pruned rows side by side')
     sw.add_argument('--seeds', type=_ints, default=[0])
     sw.add_argument('--processes', '--schedules', dest='processes', type=_words, default=None,
                     help='pruning processes: a schedule and the share of training it spans, e.g. agp@0.3,linear@0.7')
@@ -130,9 +161,10 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument('--resume', action='store_true', help='reuse finished, consistent runs in --out')
     _device_option(sw)
     _plan_parser(sub)
-    de = sub.add_parser('demo', help='the main job on the embedded digits dataset, end to end')
+    de = sub.add_parser('demo', help='the main job on the embedded digits dataset, end to end: natural, adversarial '
+                        'and BAP pruning, unstructured (level) and by channels (l1), beside the dense model')
     de.add_argument('--out', default='runs/demo')
-    de.add_argument('--sparsities', type=_floats, default=[0.5, 0.8])
+    de.add_argument('--sparsities', type=_floats, default=[0.5, 0.75])
     de.add_argument('--tiny', action='store_true', help='a few seconds-long setting, for smoke tests')
     return p
 
@@ -196,6 +228,7 @@ def _out(path: str, quiet: bool) -> Path:
 def _print_rows(out: Path, rows, seconds: float) -> None:
     dense = json.loads((out / 'dense.json').read_text()) if (out / 'dense.json').exists() else []
     print(aer_table(dense + rows))
+    print('\n' + aer_legend(dense + rows))
     print(f'\nwrote {out / "aer.json"}, {out / "aer.csv"}, {out / "aer.png"} in {seconds:.0f} s')
 
 
@@ -251,22 +284,23 @@ def _plan(args) -> None:
           + f'; prune with: bap prune {out / "plan.yaml"}')
 
 
-def _sweep(args, cfg: Optional[RunConfig] = None, methods=None) -> None:
+def _sweep(args, cfg: Optional[RunConfig] = None, methods=None, base_pruners=None) -> None:
     start = time.perf_counter()
     cfg = cfg if cfg is not None else _config(args.config, getattr(args, 'device', None))
     device = resolve_device(cfg.device)
     methods = methods or args.methods
+    base_pruners = base_pruners or getattr(args, 'base_pruners', None)
     seeds, processes = getattr(args, 'seeds', [0]), getattr(args, 'processes', None)
-    sweep_plan(cfg, args.sparsities, methods, seeds, processes)
+    sweep_plan(cfg, args.sparsities, methods, seeds, processes, base_pruners=base_pruners)
     out = _out(args.out, args.quiet)
     rows = run_sweep(cfg, args.sparsities, methods, out, progress=not args.quiet, seeds=seeds, processes=processes,
-                     resume=getattr(args, 'resume', False), device=device)
+                     resume=getattr(args, 'resume', False), device=device, base_pruners=base_pruners)
     _print_rows(out, rows, time.perf_counter() - start)
 
 
 def _demo(args) -> None:
     cfg = RunConfig.from_dict({**DEMO_CONFIG, **(TINY if args.tiny else {})})
-    _sweep(args, cfg, ['natural', 'adversarial', 'bap'])
+    _sweep(args, cfg, list(DEMO_METHODS), list(DEMO_BASE_PRUNERS))
 
 
 COMMANDS: Dict[str, Callable] = {'prune': _prune, 'export': _export, 'eval': _eval, 'sweep': _sweep, 'demo': _demo,
@@ -282,22 +316,59 @@ def _check_launch(command: str) -> None:
 def _error_line(exc: BaseException) -> str:
     """``bap: error: ...`` in one line; ``(rank N)`` added on the processes other than rank 0."""
     text = ' '.join(str(exc).split()) or type(exc).__name__
+    if len(text) > MAX_ERROR_CHARS:
+        text = f'{text[:MAX_ERROR_CHARS]}... ({len(text)} characters)'
     rank = int(os.environ.get('RANK', '0')) if launched() else 0
     return f'bap: error{f" (rank {rank})" if rank else ""}: {text}'
+
+
+def _new_out(args) -> Optional[Path]:
+    """The ``--out`` folder of this command when it does not exist yet (rank 0 only)."""
+    out = getattr(args, 'out', None)
+    return Path(out) if out is not None and is_main() and not os.path.lexists(out) else None
+
+
+def _remove_if_empty(out: Optional[Path]) -> None:
+    """After a failure: remove the new folder ``out`` when it holds nothing but its log (and empty folders)."""
+    if out is None or not out.is_dir() or out.is_symlink():
+        return
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if isinstance(h, _LogFile):
+            root.removeHandler(h)
+            h.close()
+    entries = sorted(out.rglob('*'), key=lambda p: len(p.parts), reverse=True)  # deepest first
+    if not all((p.is_dir() and not p.is_symlink()) or p.name == 'bap.log' for p in entries):
+        return
+    for p in entries:
+        if p.is_dir() and not p.is_symlink():
+            p.rmdir()
+        else:
+            p.unlink()
+    out.rmdir()
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings('ignore', category=FutureWarning)
     warnings.filterwarnings('ignore', message='.*already registered as pytree node.*')
+    logging.raiseExceptions = False  # a log write that fails (a full disk) must not print a traceback
+    new_out = _new_out(args)
     try:
         _check_launch(args.command)
         COMMANDS[args.command](args)
     except BapError as exc:
+        _remove_if_empty(new_out)
         if args.debug:
             raise
         print(_error_line(exc), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        _remove_if_empty(new_out)
+        if args.debug:
+            raise
+        print('bap: interrupted', file=sys.stderr)
+        return 130
     finally:
         if getattr(args, 'created_group', False):
             close_distributed()

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import gzip
+import math
 import struct
+import zlib
 from pathlib import Path
-from typing import Optional
+from typing import IO, Optional, Tuple
 
 import numpy as np
 import torch
@@ -13,29 +15,52 @@ from ..errors import DataError
 from .registry import DATASETS
 from .split import DataSplit
 
-__all__ = ['load_mnist', 'read_idx']
+__all__ = ['DEFLATE_MAX_RATIO', 'load_mnist', 'read_idx']
+
+
+#: Most a gzip (deflate) stream can expand: about 1032 bytes out per byte in. A header announcing more data than
+#: this times the file's size is a lie, refused before anything is decompressed.
+DEFLATE_MAX_RATIO = 1032
+
+
+def _header(fh: IO[bytes], path: Path) -> Tuple[int, ...]:
+    """The dimensions an unsigned-byte IDX header announces (magic ``00 00 08 ndim``, then ``ndim`` big-endian u32)."""
+    magic = fh.read(4)
+    if len(magic) < 4 or magic[:3] != b'\x00\x00\x08':
+        raise DataError(f'{path} is not an unsigned-byte IDX file (bad magic {magic!r})')
+    raw = fh.read(4 * magic[3])
+    if len(raw) < 4 * magic[3]:
+        raise DataError(f'{path}: truncated IDX header')
+    return struct.unpack(f'>{magic[3]}I', raw)
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (gzip or raw) into a numpy array; errors name the file."""
+    """Read one IDX file (gzip or raw) into a numpy array; errors name the file.
+
+    Bounded work for any file: the header is read first, the data it announces must fit what the file can hold
+    (its size raw, :data:`DEFLATE_MAX_RATIO` times it gzipped), and no more than that is ever decompressed.
+    """
     path = Path(path)
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b'\x1f\x8b':
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f'cannot read IDX file {path}: {exc}') from exc
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f'{path} is not an unsigned-byte IDX file (bad magic {raw[:4]!r})')
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f'{path}: truncated IDX header')
-    dims = struct.unpack(f'>{ndim}I', raw[4:header])
-    count = int(np.prod(dims))
-    if len(raw) - header != count:
-        raise DataError(f'{path}: expected {count} bytes of data for shape {dims}, found {len(raw) - header}')
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+        size = path.stat().st_size
+        with open(path, 'rb') as raw:
+            packed = raw.read(2) == b'\x1f\x8b'
+        with (gzip.open(path, 'rb') if packed else open(path, 'rb')) as fh:
+            dims = _header(fh, path)
+            count = math.prod(dims)  # Python integers: no wrap-around (np.prod of (2^22, 2^21, 2^21) gave 0)
+            if not packed and count != size - 4 - 4 * len(dims):
+                raise DataError(f'{path}: expected {count} bytes of data for shape {dims}, found '
+                                f'{size - 4 - 4 * len(dims)}')
+            if packed and count > size * DEFLATE_MAX_RATIO:
+                raise DataError(f'{path}: its header announces shape {dims} ({count} bytes), more than the '
+                                f'{size}-byte gzip file can hold')
+            data = fh.read(count + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f'cannot read IDX file {path}: {exc}') from None
+    if len(data) != count:
+        raise DataError(f'{path}: expected {count} bytes of data for shape {dims}, found '
+                        f'{"more" if len(data) > count else len(data)}')
+    return np.frombuffer(data, dtype=np.uint8, count=count).reshape(dims)
 
 
 def _find(root: Path, stem: str) -> Optional[Path]:

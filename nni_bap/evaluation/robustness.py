@@ -132,7 +132,8 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, spec: Optional[D
     clfs = {'torch': _torch_classifier(model, batch_size), **(classifiers or {})}
     yn = y.cpu().numpy()
     clean = {c: float((f(x.cpu().numpy()) == yn).mean()) for c, f in clfs.items()}
-    report: Dict = {'samples': int(len(y)), 'clean_accuracy': clean['torch'], 'clean_accuracy_by': clean,
+    report: Dict = {'samples': int(len(y)), 'coverage': spec.coverage, 'clean_accuracy': clean['torch'],
+                    'clean_accuracy_by': clean,
                     'clean_interval': list(wilson(int(round(clean['torch'] * len(y))), len(y))),
                     'curves': {}, 'robust_auc': {}, 'key_points': [], 'curves_by_attack': {}, 'cascade': {}}
     for norm_spec in tqdm(spec, desc='evaluate', disable=not progress, leave=False):
@@ -148,10 +149,28 @@ def evaluate_robustness(model: nn.Module, x: Tensor, y: Tensor, spec: Optional[D
     return report
 
 
+def _above_an_attack(report: Dict) -> List[str]:
+    """Budgets where the worst case exceeds one attack's own accuracy: impossible by construction (a bug if it
+    happens), since every adversarial input an attack finds enters the worst case."""
+    out = []
+    for norm, c in report.get('curves', {}).items():
+        if 'torch' not in c.get('accuracy', {}):
+            continue
+        worst = dict(zip(c['budgets'], c['accuracy']['torch']))
+        own = [(key.split('/')[1], dict(zip(c['budgets'], acc)))
+               for key, acc in report.get('curves_by_attack', {}).items() if key.startswith(f'{norm}/')]
+        own += [(s['attack'], {s['budget']: s['accuracy_after']}) for s in report.get('cascade', {}).get(norm, [])
+                if s.get('budget') is not None]
+        out += [f'worst case {worst[b]:.4f} above {name}\'s own accuracy {a:.4f} at {norm} {b:g}: the cascade lost '
+                'an adversarial input' for name, accs in own for b, a in accs.items() if b in worst and worst[b] > a + 1e-9]
+    return out
+
+
 def sanity_checks(report: Dict) -> List[str]:
     """Flags of a suspicious evaluation: a minimum-norm attack that fails unbounded, attack-specific robustness
-    (the DeepFool-cut curve above the worst case at a key point), robustness at a huge budget (masking)."""
-    warnings: List[str] = []
+    (the DeepFool-cut curve above the worst case at a key point), robustness at a huge budget (masking), and a
+    worst case above some attack's own accuracy (impossible by construction)."""
+    warnings: List[str] = _above_an_attack(report)
     for norm, log in report.get('cascade', {}).items():
         for step in log:
             if step.get('found') is not None and step['found'] < MIN_NORM_SUCCESS:

@@ -6,7 +6,12 @@ A spec is written as ``{norm: {'budgets': [...], 'key_points': [...], 'attacks':
 Attacks are any registered in :data:`~nni_bap.attacks.ATTACKS` for that norm: *minimum-norm* ones (``fmn``,
 ``deepfool``: one run gives each sample's smallest adversarial norm, so every budget at once) or
 *fixed-budget* ones (``apgd-ce``, ``apgd-dlr``, ``pgd``, ``fgsm``, ``pgd_l2``), run at ``fixed_budgets``
-(default: the key points) on the samples still robust there.
+(default: **every budget of the grid**, so that every point of a curve is a worst case over all the attacks) on
+the samples still robust there.
+
+Two named specs (a config's ``eval`` may name one): ``'worst-case'`` (the default: APGD-CE and APGD-DLR at every
+budget) and ``'key-points'`` (APGD only at the key points, every other point of the curve from the minimum-norm
+attacks alone: cheaper, less strict, and marked as such in reports and plots; :attr:`EvalSpec.coverage`).
 
 Kept free of NNI, so configs are checked cheaply.
 """
@@ -23,7 +28,7 @@ from ..attacks.registry import ATTACKS, takes_norm
 from ..errors import ConfigError
 from ..utils.atomic import sha256_json
 
-__all__ = ['EvalSpec', 'NORMS', 'NormSpec', 'default_spec', 'scale_for', 'validate_spec']
+__all__ = ['EvalSpec', 'NAMED_SPECS', 'NORMS', 'NormSpec', 'default_spec', 'named_spec', 'scale_for', 'validate_spec']
 
 NORMS = ('linf', 'l2')
 #: MNIST (28 x 28) defaults; L2 budgets scale with sqrt(input size / 784), Linf budgets do not. FMN-L2 has
@@ -69,6 +74,17 @@ class NormSpec:
         kw = {**settings, **({'norm': self.norm} if takes_norm(entry) else {})}
         return entry.build(model, **kw, **({} if entry.min_norm else {'eps': budget}))
 
+    @property
+    def coverage(self) -> str:
+        """``'every budget'`` when the fixed-budget attacks run at every nonzero point of the curve, ``'key points'``
+        when exactly at the key points, else ``'partial'`` (``'none'`` without fixed-budget attacks)."""
+        if not any(True for _ in self.fixed_attacks()):
+            return 'none'
+        fixed, points = set(self.fixed_budgets) - {0.0}, set(self.grid) - {0.0}
+        if points <= fixed:
+            return 'every budget'
+        return 'key points' if fixed == set(self.key_points) - {0.0} else 'partial'
+
     def to_dict(self) -> Dict[str, Any]:
         return {'budgets': list(self.budgets), 'key_points': list(self.key_points),
                 'fixed_budgets': list(self.fixed_budgets), 'attacks': {n: dict(s) for n, s in self.attacks}}
@@ -88,6 +104,12 @@ class EvalSpec:
         return {n.norm: n.to_dict() for n in self.norms}
 
     @property
+    def coverage(self) -> str:
+        """The coverage shared by every norm (:attr:`NormSpec.coverage`), or ``'partial'`` when they differ."""
+        kinds = {n.coverage for n in self.norms}
+        return kinds.pop() if len(kinds) == 1 else 'partial'
+
+    @property
     def hash(self) -> str:
         """Content hash of :meth:`to_dict` (what a report records it was evaluated with)."""
         return sha256_json(self.to_dict())
@@ -99,12 +121,36 @@ def scale_for(input_shape: Sequence[int]) -> float:
 
 
 def default_spec(input_shape: Sequence[int] = (1, 28, 28)) -> Dict[str, Dict[str, Any]]:
-    """The default evaluation for inputs of ``input_shape``: MNIST's grids, L2 budgets scaled by :func:`scale_for`."""
+    """The default evaluation for inputs of ``input_shape``: MNIST's grids, L2 budgets scaled by :func:`scale_for`,
+    the fixed-budget attacks at every budget (``'worst-case'``)."""
+    return named_spec('worst-case', input_shape)
+
+
+def _key_points_only(spec: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    for entry in spec.values():
+        entry['fixed_budgets'] = list(entry['key_points'])
+    return spec
+
+
+#: Spec name -> what it changes in the MNIST defaults (a config's ``eval`` may give the name).
+NAMED_SPECS = {'worst-case': lambda spec: spec, 'key-points': _key_points_only}
+
+
+def named_spec(name: str, input_shape: Sequence[int] = (1, 28, 28)) -> Dict[str, Dict[str, Any]]:
+    """The named evaluation (:data:`NAMED_SPECS`) for inputs of ``input_shape``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown name.
+    """
+    if name not in NAMED_SPECS:
+        raise ConfigError(f'unknown evaluation spec {name!r}; choose one of {sorted(NAMED_SPECS)} or give a mapping')
     spec = copy.deepcopy(_DEFAULT)
     s = scale_for(input_shape)
     for key in ('budgets', 'key_points'):
         spec['l2'][key] = [round(b * s, 4) for b in spec['l2'][key]]
-    return spec
+    return NAMED_SPECS[name](spec)
 
 
 def _numbers(value: Any, where: str, allow_empty: bool = False) -> Tuple[float, ...]:
@@ -123,7 +169,8 @@ def _validate_norm(norm: str, entry: Any) -> NormSpec:
         raise ConfigError(f'eval.{norm}: unknown key {unknown[0]!r} (budgets, key_points, attacks, fixed_budgets)')
     budgets = _numbers(entry.get('budgets'), f'eval.{norm}.budgets')
     keys = _numbers(entry.get('key_points', []), f'eval.{norm}.key_points', allow_empty=True)
-    fixed = _numbers(entry.get('fixed_budgets', list(keys)), f'eval.{norm}.fixed_budgets', allow_empty=True)
+    every = sorted(set(budgets) | set(keys))
+    fixed = _numbers(entry.get('fixed_budgets', every), f'eval.{norm}.fixed_budgets', allow_empty=True)
     attacks = entry.get('attacks')
     if not isinstance(attacks, dict) or not attacks:
         raise ConfigError(f'eval.{norm}.attacks must map attack names to settings, got {attacks!r}')
@@ -131,8 +178,8 @@ def _validate_norm(norm: str, entry: Any) -> NormSpec:
         _check_attack(norm, name, settings)
     fixed_attacks = sorted(a for a in attacks if not ATTACKS.entry(a).min_norm)
     if fixed_attacks and not any(b > 0 for b in fixed):
-        raise ConfigError(f'eval.{norm}: {", ".join(fixed_attacks)} run only at key_points (or fixed_budgets); '
-                          'give at least one budget > 0 there')
+        raise ConfigError(f'eval.{norm}: {", ".join(fixed_attacks)} need a budget > 0 to run at (budgets, key_points '
+                          'or fixed_budgets)')
     return NormSpec(norm, budgets, keys, fixed, tuple((k, dict(v or {})) for k, v in attacks.items()))
 
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from ..utils.lazy import lazy_attributes
 
-__all__ = ['CorruptModelError', 'ExportError', 'ExportResult', 'InputShapeError', 'InputValueError', 'OnnxClassifier',
-           'OnnxParityError', 'QuantizationError', 'QuantizationResult', 'SpeedupParityError', 'check_onnx',
-           'craft_transfer_inputs', 'export_onnx', 'int8_latency', 'onnx_efficiency', 'onnx_precision', 'quantize_int8',
-           'robustness_recheck', 'speed_up', 'validate_onnx']
+__all__ = ['BatchNormDriftError', 'CorruptModelError', 'ExportError', 'ExportResult', 'InputShapeError',
+           'InputValueError', 'MasksNeededError', 'OnnxClassifier', 'OnnxParityError', 'QuantizationError',
+           'QuantizationResult', 'SpeedupParityError', 'check_onnx', 'craft_transfer_inputs', 'export_onnx',
+           'int8_latency', 'onnx_efficiency', 'onnx_precision', 'quantize_int8', 'robustness_recheck', 'speed_up',
+           'validate_onnx', 'zero_channel_masks']
 
 __getattr__ = lazy_attributes(__name__, __all__, ('..errors', '.runtime', '.efficiency', '.onnx_export', '.quantize',
                                                   '.speedup'))

@@ -12,15 +12,15 @@ import torch
 from torch import Tensor, nn
 
 from .. import __version__
-from ..errors import CorruptModelError, InputShapeError, OnnxParityError
+from ..errors import CorruptModelError, InputShapeError, MasksNeededError, OnnxParityError
 from ..pruning.compat import apply_masks, is_wrapped
-from ..utils.atomic import atomic_path
+from ..utils.atomic import atomic_path, ordered
 from .efficiency import onnx_efficiency
 from .metadata import encode, write_metadata
 from .runtime import OnnxClassifier
-from .speedup import SpeedupResult, speed_up
+from .speedup import MAX_BN_DRIFT, SpeedupResult, speed_up, zero_channel_masks
 
-__all__ = ['ExportResult', 'check_onnx', 'export_onnx', 'layer_sparsity', 'validate_onnx']
+__all__ = ['ExportResult', 'check_masks_given', 'check_onnx', 'export_onnx', 'layer_sparsity', 'validate_onnx']
 
 _logger = logging.getLogger(__name__)
 INPUT_NAME, OUTPUT_NAME = 'input', 'logits'
@@ -113,30 +113,77 @@ def _plain(model: nn.Module, masks) -> nn.Module:
     return copy.deepcopy(model)
 
 
+def check_masks_given(model: nn.Module, masks) -> None:
+    """:class:`~nni_bap.errors.MasksNeededError` when a pruned model comes without ``masks=``: one still wrapped by
+    NNI, or one with whole output channels zeroed (it would be written full size). ``masks={}`` means "export as
+    is" and passes."""
+    if masks is not None:
+        return
+    if is_wrapped(model):
+        raise MasksNeededError('the model still has NNI wrappers and no masks= were given: pass the pruner\'s masks '
+                               '(`_, masks = pruner.compress(...)`) with the model of finalize(pruner), or masks={} to '
+                               'export it full size with its zeros')
+    zeroed = zero_channel_masks(model)
+    if zeroed:
+        n = sum(int((m['weight'].reshape(m['weight'].shape[0], -1)[:, 0] == 0).sum()) for m in zeroed.values())
+        raise MasksNeededError(f'{n} output channels of {", ".join(sorted(zeroed))} are zero but no masks= were given, '
+                               'so the model would be written full size: pass the pruner\'s masks (`_, masks = '
+                               'pruner.compress(...)`), or masks=nni_bap.export.zero_channel_masks(model) to remove '
+                               'the zeroed channels, or masks={} to export it full size')
+
+
 def export_onnx(model: nn.Module, path: str, dummy_input: Tensor, masks=None, validation_inputs: Optional[Tensor] = None,
-                opset: int = 17, metadata: Optional[Dict[str, object]] = None, atol: float = 1e-4) -> ExportResult:
+                opset: int = 17, metadata: Optional[Dict[str, object]] = None, atol: float = 1e-4,
+                max_bn_drift: float = MAX_BN_DRIFT) -> ExportResult:
     """Speed up (with NNI masks), convert to ONNX, check, validate with onnxruntime, write atomically.
 
     Parameters
     ----------
     model
-        The model, plain or still wrapped by NNI (its masks are baked in then; the wrappers are removed).
+        The pruned model (plain, after :func:`~nni_bap.finalize`; a model still wrapped by NNI has its masks baked
+        in and its wrappers removed, in place). Inputs are pixels in [0, 1] (normalisation inside the model).
     path
-        Destination ``.onnx``; written only when every check passed.
+        Destination ``.onnx``; written only when every check passed (a temporary file beside it until then).
     dummy_input
-        One batch of inputs of the deployed shape (batch size free).
+        A ``torch.Tensor`` batch of real inputs of the deployed shape, ``(N, C, H, W)`` (float32, any ``N >= 1``;
+        a few test images): ModelSpeedup propagates masks with it and the ONNX graph is traced from it. The
+        exported batch dimension is dynamic.
     masks
-        NNI masks (``{module: {target: mask}}``); structured ones shrink layers with ModelSpeedup,
-        unstructured ones are applied to the weights.
+        The pruner's NNI masks (``_, masks = pruner.compress(...)``, ``{module: {target: mask}}``): structured
+        ones (whole output channels) shrink the layers with ModelSpeedup, unstructured ones are applied to the
+        weights. ``{}``: export as is. ``None`` (default) for a dense model; a pruned model (NNI wrappers, or
+        output channels all zero) without masks is refused (:class:`~nni_bap.errors.MasksNeededError`).
     validation_inputs
-        Real inputs to validate onnxruntime against torch (default: ``dummy_input``).
+        Real inputs to validate onnxruntime against torch (default: ``dummy_input``); same shape but ``N``.
+    opset
+        ONNX opset.
     metadata
         Extra ``metadata_props`` (values are JSON-encoded unless strings).
+    atol
+        Largest accepted max abs logit difference onnxruntime vs torch.
+    max_bn_drift
+        Largest accepted ``bn_drift`` relative to the logits' scale (:func:`~nni_bap.export.speed_up`).
+
+    Returns
+    -------
+    ExportResult
+        ``path``; ``structured`` (layers shrunk) and ``note``; ``speedup_max_abs_diff`` (sped-up vs masked torch
+        model); ``bn_drift`` (0 when BatchNorm was kept consistent with the channel masks); ``onnx_max_abs_diff``
+        and ``argmax_agreement`` (onnxruntime vs torch on ``validation_inputs``); ``efficiency`` (``params``,
+        ``nonzero_params``, ``macs``, ``flops``, ``file_bytes``); ``metadata`` (the ONNX ``metadata_props``);
+        ``model`` (the exported torch model, sped up).
 
     Raises
     ------
+    MasksNeededError
+        A pruned model without ``masks=``.
+    BatchNormDriftError
+        Removing the pruned channels would change the logits (``bn_drift`` beyond ``max_bn_drift``).
     InputShapeError, SpeedupParityError, CorruptModelError, OnnxParityError
+        A dummy input the model rejects; a sped-up model that differs; an ONNX file that fails the checker; an
+        onnxruntime result that differs from torch (every mismatch listed).
     """
+    check_masks_given(model, masks)
     x_val = validation_inputs if validation_inputs is not None else dummy_input
     if tuple(x_val.shape[1:]) != tuple(dummy_input.shape[1:]):
         raise InputShapeError(f'validation inputs have shape {tuple(x_val.shape)}, dummy input {tuple(dummy_input.shape)}')
@@ -151,7 +198,7 @@ def export_onnx(model: nn.Module, path: str, dummy_input: Tensor, masks=None, va
         raise InputShapeError(f'model rejects a dummy input of shape {tuple(dummy_input.shape)}: {exc}') from exc
     sparsity = layer_sparsity(apply_masks(copy.deepcopy(plain), masks) if masks else plain)
     if masks:
-        sp = speed_up(plain, masks, dummy_input, check_inputs=[x_val[:256]])
+        sp = speed_up(plain, masks, dummy_input, check_inputs=[x_val[:256]], max_bn_drift=max_bn_drift)
     else:
         sp = SpeedupResult(plain, False, 0.0, 0.0, 'no masks: exported as is')
     final = sp.model.eval()
@@ -159,7 +206,7 @@ def export_onnx(model: nn.Module, path: str, dummy_input: Tensor, masks=None, va
             'input_range': [0.0, 1.0], 'normalisation': 'none: inputs are pixels scaled to [0, 1]',
             'num_classes': int(final(dummy_input[:1]).shape[1]), 'layer_sparsity': sparsity,
             'total_sparsity': sparsity['total'], 'speedup': sp.note, **(metadata or {})}
-    meta = encode(meta)
+    meta = encode(ordered(meta))  # sorted at every level: identical runs write identical files
     parity, eff = _write_verified(final, path, dummy_input, x_val, meta, opset, atol)
     _logger.info('exported %s: %d params (%d non-zero), %d FLOPs, max |ORT - torch| %.2e', path, eff['params'],
                  eff['nonzero_params'], eff['flops'], parity['max_abs_diff'])

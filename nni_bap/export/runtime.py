@@ -11,13 +11,31 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 
 from ..errors import ConfigError, CorruptModelError, InputShapeError, InputValueError
 
 __all__ = ['OnnxClassifier', 'load_npz']
+
+#: ONNX ``TensorProto`` data types of floating-point weights (FLOAT, FLOAT16, DOUBLE, BFLOAT16).
+_FLOAT_TYPES = (1, 10, 11, 16)
+
+
+def _weights(graph) -> Iterator:
+    """Every tensor a graph holds: initializers, sparse initializers' values, constants, and those of subgraphs."""
+    yield from graph.initializer
+    yield from (s.values for s in graph.sparse_initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField('t'):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField('g'):
+                yield from _weights(attr.g)
+            for sub in attr.graphs:
+                yield from _weights(sub)
 
 
 def load_npz(path: str) -> Dict[str, np.ndarray]:
@@ -42,8 +60,8 @@ class OnnxClassifier:
     Raises
     ------
     CorruptModelError
-        The file cannot be loaded, or its graph is not a classifier: exactly one input and exactly
-        one output of rank 2, ``(batch, classes)``.
+        The file cannot be loaded, its graph is not a classifier (exactly one input and exactly one output of
+        rank 2, ``(batch, classes)``), or its weights are not all finite or not all in the file.
     """
 
     path: str
@@ -52,6 +70,7 @@ class OnnxClassifier:
     def __post_init__(self):
         self.session = self._session()
         self._check_graph()
+        self._check_weights()
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.input_shape = tuple(inp.shape[1:])
@@ -69,6 +88,26 @@ class OnnxClassifier:
         if shape is None or len(shape) != 2 or (isinstance(shape[1], int) and shape[1] < 2):
             raise CorruptModelError(f'{self.path} is not a classifier: its output {outputs[0].name!r} has shape '
                                     f'{shape}, expected (batch, classes)')
+
+    def _check_weights(self) -> None:
+        """Refuse a graph whose floating-point weights (initializers, constants, in subgraphs too) hold NaN or
+        infinity, or that keeps weights in external files: such a file is not a model anyone exported."""
+        import onnx  # loads in about a second; read only once a session was created
+        from onnx import numpy_helper
+        try:
+            proto = onnx.load(self.path, load_external_data=False)
+        except Exception as exc:  # protobuf raises its own untyped errors
+            raise CorruptModelError(f'onnx cannot read {self.path}: {exc}') from None
+        bad = []
+        for tensor in _weights(proto.graph):
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                raise CorruptModelError(f'{self.path} keeps the weight {tensor.name!r} in an external file; '
+                                        'refused (an exported classifier holds its weights)')
+            if tensor.data_type in _FLOAT_TYPES and not np.isfinite(numpy_helper.to_array(tensor)).all():
+                bad.append(tensor.name or '(unnamed constant)')
+        if bad:
+            raise CorruptModelError(f'{self.path} holds non-finite weights ({", ".join(bad[:3])}'
+                                    f'{f" and {len(bad) - 3} more" if len(bad) > 3 else ""}); refused')
 
     def _session(self, profile_prefix: Optional[str] = None):
         import onnxruntime as ort

@@ -17,6 +17,13 @@ Two forms:
   the channel mask its group's NNI wrappers hold *now* (identical to masking ``weight`` and ``bias``, and
   gradients to dead channels are zero); :meth:`ChannelMaskHandle.remove` bakes the last masks into the
   BatchNorm parameters and removes the hooks.
+
+:class:`~nni_bap.BAPPruner` and :class:`~nni_bap.AdversarialPruner` install these hooks themselves for the length
+of ``compress`` when their base pruner is a channel pruner (:func:`channel_masks_for`); with NNI's own scheduled
+pruners (``AGPPruner``) install them yourself::
+
+    with install_channel_masks(model):        # after the pruner is built; bakes the zeros in on exit
+        _, masks = AGPPruner(L1NormPruner(model, config_list, evaluator=evaluator), 10, 5).compress(max_steps, None)
 """
 from __future__ import annotations
 
@@ -28,8 +35,8 @@ from torch import Tensor, nn
 
 from .compat import CALL_FUNCTION_REDUCE, CALL_METHOD_REDUCE, symbolic_trace
 
-__all__ = ['ChannelMaskHandle', 'apply_channel_masks', 'batchnorm_sources', 'channel_groups', 'dead_channels',
-           'install_channel_masks', 'wrapper_masks']
+__all__ = ['ChannelMaskHandle', 'apply_channel_masks', 'batchnorm_sources', 'channel_groups', 'channel_masks_for',
+           'dead_channels', 'install_channel_masks', 'is_channel_pruner', 'wrapper_masks']
 
 _logger = logging.getLogger(__name__)
 Masks = Dict[str, Dict[str, Optional[Tensor]]]
@@ -287,3 +294,36 @@ def install_channel_masks(model: nn.Module, masks: Optional[Masks] = None) -> Ch
         return ChannelMaskHandle(model, lambda names: wrapper_masks(model, names))
     fixed = {k: v.get('weight') for k, v in masks.items()}
     return ChannelMaskHandle(model, lambda names: fixed)
+
+
+def is_channel_pruner(pruner) -> bool:
+    """Whether an NNI pruner (base or scheduled) removes whole output channels: some weight it prunes has NNI's
+    ``'out_channel'`` granularity (``L1NormPruner``, ``L2NormPruner``, ``FPGMPruner``, ``TaylorPruner``...)."""
+    for targets in (getattr(pruner, '_target_spaces', None) or {}).values():
+        space = targets.get('weight')
+        if space is not None and getattr(space, 'granularity', None) == 'out_channel':
+            return True
+    return False
+
+
+def channel_masks_for(pruner, model: nn.Module) -> Optional[ChannelMaskHandle]:
+    """:func:`install_channel_masks` on ``model`` (wrapped by ``pruner``) when ``pruner`` is a channel pruner and a
+    BatchNorm normalises a pruned layer's output; ``None`` otherwise.
+
+    A model ``torch.fx`` cannot trace is left unmasked, with a warning: its export then measures ``bn_drift``
+    and refuses a drifting model.
+    """
+    if not is_channel_pruner(pruner) or not any(isinstance(m, _BN) for m in model.modules()):
+        return None
+    try:
+        handle = install_channel_masks(model)
+    except Exception as exc:  # noqa: BLE001 (torch.fx raises many kinds of errors on untraceable code)
+        _logger.warning('BatchNorm is not masked with the pruned channels (torch.fx cannot trace the model: %s: %s); '
+                        'the export will refuse the model if the channels\' BatchNorm shifts change its logits',
+                        type(exc).__name__, exc)
+        return None
+    if not handle.sources:
+        handle.remove(bake=False)
+        return None
+    _logger.debug('BatchNorm channels masked with the channel masks of %s', sorted(handle.sources.values()))
+    return handle

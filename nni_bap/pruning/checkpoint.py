@@ -32,12 +32,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..errors import CheckpointError
-from ..utils.atomic import atomic_write
+from ..errors import CheckpointError, brief
+from ..utils.atomic import atomic_write, ordered
 from ..utils.device import model_device
 from ..utils.distributed import is_main
 
-__all__ = ['CHECKPOINT', 'Checkpointer', 'pruner_state', 'restore_pruner_state',
+__all__ = ['CHECKPOINT', 'Checkpointer', 'check_state', 'data_digest', 'pruner_state', 'restore_pruner_state',
            'restore_rng_state', 'rng_state', 'signature']
 
 _logger = logging.getLogger(__name__)
@@ -55,6 +55,47 @@ def signature(settings: Dict[str, Any], model: nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def data_digest(dataset) -> str:
+    """Hash of a training set's content (the tensors of a ``TensorDataset``; else its length): part of a run's
+    :func:`signature`, so that a checkpoint is never resumed on other data of the same size."""
+    tensors = getattr(dataset, 'tensors', None)
+    if not isinstance(tensors, tuple) or not all(isinstance(t, torch.Tensor) for t in tensors):
+        return f'{type(dataset).__name__} of {len(dataset)} samples'
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(str((tuple(t.shape), t.dtype)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+#: What every checkpoint holds: key -> (what it must be, check).
+_SHAPE = {
+    'epoch': ('an integer >= 0', lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    'step': ('an integer >= 0', lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0),
+    'seconds': ('a number', lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    'model': ('a dict of tensors', lambda v: isinstance(v, dict) and all(isinstance(t, torch.Tensor)
+                                                                         for t in v.values())),
+    'optimizers': ('a list of state dicts', lambda v: isinstance(v, list) and all(isinstance(o, dict) for o in v)),
+    'lr_schedulers': ('a list of state dicts or null', lambda v: v is None or (isinstance(v, list) and all(
+        isinstance(o, dict) for o in v))),
+    'pruner': ('a dict of counters, goals, statistics and warm starts', lambda v: isinstance(v, dict) and isinstance(
+        v.get('counters'), dict) and isinstance(v.get('goals'), dict) and isinstance(v.get('statistics'), list)
+        and (v.get('warm') is None or isinstance(v.get('warm'), torch.Tensor))),
+    'rng': ('a dict of random states', lambda v: isinstance(v, dict) and isinstance(v.get('torch'), torch.Tensor)
+            and isinstance(v.get('python'), tuple) and isinstance(v.get('numpy'), tuple) and len(v['numpy']) == 5),
+}
+
+
+def check_state(path: Path, state: Dict[str, Any]) -> None:
+    """:class:`CheckpointError` naming the first key of a checkpoint that is missing or not what it must be."""
+    for key, (what, ok) in _SHAPE.items():
+        if key not in state:
+            raise CheckpointError(f'{path} has no {key!r}: damaged or not written by bap; delete it to start again')
+        if not ok(state[key]):
+            raise CheckpointError(f'{path}: {key!r} must be {what}, got {brief(state[key], 80)}; delete it to start '
+                                  'again')
 
 
 def _each(objs) -> list:
@@ -77,10 +118,15 @@ def restore_pruner_state(scheduled, state: Dict[str, Any], device: Optional[torc
     parts = {'scheduled': scheduled, 'bound': getattr(scheduled, 'bound_pruner', None)}
     for key, values in state['counters'].items():
         for attr, value in values.items():
+            if attr not in _COUNTERS:  # a checkpoint sets NNI's step counters, nothing else
+                raise KeyError(f'counter {attr!r}')
             setattr(parts[key], attr, value)
+    live = getattr(scheduled, 'sparse_goals', {})
     for m, tg in state['goals'].items():
         for t, goals in tg.items():
             for key, value in goals.items():
+                if key not in live[m][t]:
+                    raise KeyError(f'goal {key!r} of {m}.{t}')
                 setattr(scheduled._target_spaces[m][t], key, value)
     if hasattr(scheduled, 'statistics'):
         scheduled.statistics = list(state['statistics'])
@@ -116,7 +162,10 @@ def _states(objs) -> Optional[list]:
 
 
 def _load_states(objs, states: Optional[list]) -> None:
-    for o, s in zip(_each(objs), states or []):
+    objs = _each(objs)
+    if len(objs) != len(states or []):
+        raise ValueError(f'{len(states or [])} states for {len(objs)} objects')
+    for o, s in zip(objs, states or []):
         o.load_state_dict(s)
 
 
@@ -180,8 +229,9 @@ class Checkpointer:
         if not isinstance(state, dict) or state.get('format') != _FORMAT:
             raise CheckpointError(f'{self.path} was not written by this version of bap; delete it to start again')
         if state.get('signature') != self.signature:
-            raise CheckpointError(f'{self.path} was written by another run (settings, data size, process count or '
+            raise CheckpointError(f'{self.path} was written by another run (settings, data, process count or '
                                   'starting weights differ); delete it or run without --resume')
+        check_state(self.path, state)
         return state
 
     def begin(self, model: nn.Module, optimizers, lr_schedulers=None) -> Tuple[int, int]:
@@ -190,11 +240,17 @@ class Checkpointer:
         self._pending, self._prepared, self._start = None, False, time.perf_counter()
         if state is None:
             return 0, 0
-        model.load_state_dict(state['model'])
-        _load_states(optimizers, state['optimizers'])
-        _load_states(lr_schedulers, state['lr_schedulers'])
-        restore_pruner_state(self.scheduled, state['pruner'], model_device(model))
-        restore_rng_state(state['rng'], self.loader)
+        steps = (('model', lambda: model.load_state_dict(state['model'])),
+                 ('optimizers', lambda: _load_states(optimizers, state['optimizers'])),
+                 ('lr_schedulers', lambda: _load_states(lr_schedulers, state['lr_schedulers'])),
+                 ('pruner', lambda: restore_pruner_state(self.scheduled, state['pruner'], model_device(model))),
+                 ('rng', lambda: restore_rng_state(state['rng'], self.loader)))
+        for key, restore in steps:
+            try:
+                restore()
+            except (RuntimeError, ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+                raise CheckpointError(f'{self.path}: its {key!r} does not fit this run '
+                                      f'({" ".join(str(exc).split())[:200]}); delete it to start again') from None
         self.resumed_from, self.seconds_before = int(state['epoch']), float(state['seconds'])
         _logger.info('resuming from %s: epoch %d done, step %d', self.path, state['epoch'], state['step'])
         return int(state['epoch']), int(state['step'])
@@ -206,6 +262,7 @@ class Checkpointer:
                      'seconds': self.seconds, 'model': model.state_dict(), 'optimizers': _states(optimizers),
                      'lr_schedulers': _states(lr_schedulers), 'pruner': pruner_state(self.scheduled),
                      'rng': rng_state(self.loader)}
+            state = ordered(state)  # sorted dicts: the same run writes the same bytes
             atomic_write(self.path, lambda fh: torch.save(state, fh))
             _logger.debug('checkpoint of epoch %d (step %d) written to %s', epoch, step, self.path)
         if self.callback is not None:

@@ -21,15 +21,23 @@
   trains an unpruned model without a word: :func:`check_selects_layers` refuses it.
 - **Schema errors** (``schema.SchemaError``) are dozens of lines long: :func:`nni_config_error` keeps
   the first line.
+- **NNI's console output.** NNI's ``nni`` logger writes coloured lines to the ``sys.stdout`` of the moment it was
+  imported, ModelSpeedup logs every replaced module and warns "both dim0 and dim1 masks found", and its channel
+  dependency detection ``print``\ s; torch warns during the tracing. :func:`nni_output_to_log` sends all of it
+  (records, prints, warnings) to one of our loggers at DEBUG while it runs.
 - **Import-time warnings.** Importing NNI's compression package registers torch pytree nodes with calls torch
   2.13 deprecates (FutureWarning, UserWarning on every process start). Every NNI name the package uses is
   imported here, once, with those warnings silenced; the other modules import them from here.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
+import logging
+import re
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 from torch import nn
@@ -53,7 +61,7 @@ from ..errors import NNIUsageError
 __all__ = ['CALL_FUNCTION_REDUCE', 'CALL_METHOD_REDUCE', 'ComboPruner', 'Evaluator', 'ModelSpeedup', 'Pruner',
            'TorchEvaluator', 'apply_masks', 'auto_set_denpendency_group_ids', 'check_evaluator_placement',
            'check_optimizers_have_params', 'check_selects_layers', 'finalize', 'is_wrapped', 'nni', 'nni_config_error',
-           'nni_config_list', 'nni_pruning', 'symbolic_trace']
+           'nni_config_list', 'nni_output_to_log', 'nni_pruning', 'symbolic_trace']
 
 
 def check_evaluator_placement(pruner: Pruner, evaluator) -> None:
@@ -169,3 +177,51 @@ def nni_config_error(exc: Exception) -> str:
     if type(exc).__module__.split('.')[0] != 'schema':
         return f'{type(exc).__name__} {lines[0] if lines else ""}'.strip()
     return ': '.join(lines[:2]) if lines else type(exc).__name__
+
+
+_ANSI = re.compile(r'\x1b\[[0-9;]*m|\$\{[A-Z_]+\}')
+
+
+class _ToLogger(logging.Handler):
+    """Re-emits every record at DEBUG on ``target``, colour codes stripped."""
+
+    def __init__(self, target: logging.Logger):
+        super().__init__(logging.DEBUG)
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.debug('%s: %s', record.name, _ANSI.sub('', record.getMessage()))
+
+
+@contextlib.contextmanager
+def nni_output_to_log(target: logging.Logger) -> Iterator[None]:
+    """While the block runs, everything NNI (and torch under it) would show the user goes to ``target`` at DEBUG.
+
+    That is: records of the ``nni`` logger tree (whose own handler writes coloured lines to the ``sys.stdout`` of
+    import time, so ``redirect_stdout`` alone does not catch them), anything printed to ``sys.stdout`` or
+    ``sys.stderr``, and warnings raised. The ``nni`` logger's handlers and propagation are restored afterwards,
+    also on an exception (which propagates unchanged).
+    """
+    nni_logger = logging.getLogger('nni')
+    handlers, propagate = list(nni_logger.handlers), nni_logger.propagate
+    for h in handlers:
+        nni_logger.removeHandler(h)
+    forward = _ToLogger(target)
+    nni_logger.addHandler(forward)
+    nni_logger.propagate = False
+    out = io.StringIO()
+    try:
+        with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(out):
+            warnings.simplefilter('always')
+            yield
+    finally:
+        nni_logger.removeHandler(forward)
+        for h in handlers:
+            nni_logger.addHandler(h)
+        nni_logger.propagate = propagate
+        for line in out.getvalue().splitlines():
+            if line.strip():
+                target.debug('printed: %s', _ANSI.sub('', line.strip()))
+        for w in caught:
+            target.debug('warning: %s: %s', w.category.__name__, w.message)

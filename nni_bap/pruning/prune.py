@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..utils.device import model_device
 from ..utils.distributed import train_loader, world_size
 from .channel_mask import install_channel_masks
-from .checkpoint import Checkpointer, signature
+from .checkpoint import Checkpointer, data_digest, signature
 from .compat import (
     check_selects_layers,
     finalize,
@@ -57,7 +57,8 @@ def _scheduled(family: str, base, interval_steps: int, total_times: int, schedul
             raise ConfigError(f'natural pruning takes no method settings, got {sorted(args)}')
         nni_pruner = getattr(nni_pruning, SCHEDULES.entry(schedule).nni_pruner)
         return nni_pruner(base, interval_steps, total_times)
-    return pruner_class(generator)(base, interval_steps, total_times, schedule=schedule, **args)
+    # the evaluator's training loop shows the progress bar (make_evaluator)
+    return pruner_class(generator)(base, interval_steps, total_times, schedule=schedule, progress=False, **args)
 
 
 def _base_pruner(name: str, model: nn.Module, config_list, evaluator):
@@ -87,8 +88,9 @@ def _schedule_steps(batches: int, epochs: int, interval_steps: Optional[int], to
 
 def _compress(scheduled, model: nn.Module, structured: bool, max_steps: int):
     """Run the schedule; masks. Channel pruning masks the BatchNorm channels after each removed conv channel too
-    (sped-up == masked)."""
-    handle = install_channel_masks(model) if structured else None
+    (sped-up == masked): our scheduled pruners do it themselves, NNI's natural ones are given the hooks here."""
+    own = getattr(scheduled, 'masks_batchnorm', False)
+    handle = install_channel_masks(model) if structured and not own else None
     try:
         _, masks = scheduled.compress(max_steps=max_steps, max_epochs=None)
     except BaseException:
@@ -165,7 +167,7 @@ def prune(model: nn.Module, dataset: Dataset, config_list: List[Dict[str, Any]],
     settings = dict(method=method, method_args=method_args, base_pruner=base_pruner, schedule=schedule,
                     epochs=epochs, interval_steps=interval_steps, total_times=total_times, max_steps=max_steps,
                     batch_size=batch_size, lr=lr, seed=seed, config_list=config_list, samples=len(dataset),
-                    processes=world_size())
+                    data=data_digest(dataset) if checkpoint else None, processes=world_size())
     ckpt = Checkpointer(checkpoint, signature(settings, model) if checkpoint else '', resume, on_epoch_end).prepare()
     evaluator = make_evaluator(model, loader, lr=lr, progress=progress, desc=method, on_train_begin=ckpt.begin,
                                on_epoch_end=ckpt.end)

@@ -2,17 +2,23 @@
 
 :class:`BAPPruner` (blind adversarial pruning) and :class:`AdversarialPruner` (uniform budget)
 share everything but the AE generator. Both wrap a base NNI pruner exactly like NNI's
-``AGPPruner`` and train through the evaluator's ``patch_loss`` hook.
+``AGPPruner`` and train through the evaluator's ``patch_loss`` hook. With a channel pruner as base pruner they mask
+the BatchNorm channels after every removed channel during ``compress`` (:mod:`nni_bap.pruning.channel_mask`), so the
+model that trains is the model that ModelSpeedup and the ONNX export produce (``bn_drift`` 0). A progress bar
+follows the pruning steps (by default when stderr is a terminal).
 """
 from __future__ import annotations
 
 import inspect
 import logging
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from ..attacks.base import check_count, check_inputs
+from ..utils.distributed import is_main
+from .channel_mask import ChannelMaskHandle, channel_masks_for
 from .compat import (
     ComboPruner,
     Evaluator,
@@ -23,6 +29,7 @@ from .compat import (
 from .generators import BlindGenerator, UniformGenerator
 from .schedule import SCHEDULES, schedule_ratio
 from .sparsity import current_sparsity
+from .training import default_progress, shows_progress
 
 __all__ = ['AdversarialPruner', 'BAPPruner', 'pruner_class']
 
@@ -53,6 +60,8 @@ class _AdversarialComboPruner(ComboPruner):
     """
 
     generator_class: type = None
+    #: ``compress`` masks BatchNorm channels itself with channel pruners (callers need not install the hooks).
+    masks_batchnorm = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -60,7 +69,7 @@ class _AdversarialComboPruner(ComboPruner):
             cls.__signature__ = _signature(cls.generator_class)
 
     def __init__(self, pruner: Pruner, interval_steps: int, total_times: int, evaluator: Evaluator | None = None,
-                 *, schedule: str = 'agp', **settings):
+                 *, schedule: str = 'agp', progress: Optional[bool] = None, **settings):
         check_evaluator_placement(pruner, evaluator)
         SCHEDULES.entry(schedule)
         self.generator = self.generator_class(**settings)
@@ -68,8 +77,39 @@ class _AdversarialComboPruner(ComboPruner):
         total_times = check_count('total_times', total_times)
         super().__init__(pruner, interval_steps, total_times, evaluator=None)
         self.schedule = schedule
+        self.progress = progress
         self.adv_weight, self.log_interval = self.generator.adv_weight, self.generator.log_interval
         self.statistics: List[Dict[str, float]] = []
+        self.channel_masks: Optional[ChannelMaskHandle] = None
+        self._bar = None
+
+    def compress(self, max_steps: Optional[int], max_epochs: Optional[int]):
+        """Train while pruning for ``max_steps`` steps (or ``max_epochs`` epochs); ``(model, masks)`` like NNI's.
+
+        With a channel pruner, BatchNorm channels after removed channels are masked while training and their
+        ``weight`` and ``bias`` zeroed at the end (:func:`~nni_bap.pruning.channel_mask.channel_masks_for`). A
+        progress bar shows the steps, the sparsity and the AE error unless ``progress`` is false (default: when
+        stderr is a terminal and the evaluator's own training loop shows none).
+        """
+        self.channel_masks = channel_masks_for(self, self.bound_model)
+        self._bar = self._open_bar(max_steps)
+        done = False
+        try:
+            result = super().compress(max_steps, max_epochs)
+            done = True
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+            if self.channel_masks is not None:
+                self.channel_masks.remove(bake=done)
+        return result
+
+    def _open_bar(self, max_steps: Optional[int]):
+        show = default_progress(self.progress) and is_main()
+        if self.progress is None and shows_progress(getattr(self.evaluator, 'training_func', None)):
+            show = False  # make_evaluator's loop has its own bar
+        return tqdm(total=max_steps, desc=type(self).__name__, leave=False) if show else None
 
     def update_sparse_goals(self, current_times: int):
         self._update_sparse_goals_by_ratio(schedule_ratio(self.schedule, current_times, self.total_times,
@@ -96,11 +136,19 @@ class _AdversarialComboPruner(ComboPruner):
                      sparsity=current_sparsity(self._target_spaces), clean_loss=float(loss.detach()),
                      adv_loss=float(adv_loss.detach()))
         self.statistics.append(stats)
+        self._advance_bar(stats)
         if self.log_interval and len(self.statistics) % self.log_interval == 0:
             _logger.info('%s step %d: sparsity %.3f, AE error %.3f, AE norm %.3f (cut %.3f)', type(self).__name__,
                          len(self.statistics), stats['sparsity'], stats['ae_error'],
                          stats.get('norm_mean', stats['cut_norm_mean']), stats['cut_norm_mean'])
         return (1 - self.adv_weight) * loss + self.adv_weight * adv_loss
+
+    def _advance_bar(self, stats: Dict[str, float]) -> None:
+        if self._bar is None:
+            return
+        self._bar.update(1)
+        if len(self.statistics) % 10 == 0:
+            self._bar.set_postfix(sparsity=f"{stats['sparsity']:.3f}", ae_error=f"{stats['ae_error']:.3f}")
 
     def summary(self) -> Dict[str, float]:
         """Mean of every per-step statistic over the whole run, plus the final sparsity."""
@@ -143,6 +191,10 @@ class BAPPruner(_AdversarialComboPruner):
         :mod:`nni_bap.pruning.compat`).
     schedule
         ``'agp'`` (polynomial decay) or ``'linear'`` (:data:`~nni_bap.pruning.registry.SCHEDULES`).
+    progress
+        A progress bar over the pruning steps (sparsity, AE error): ``None`` (default) shows it when stderr is a
+        terminal, unless the evaluator comes from :func:`~nni_bap.pruning.training.make_evaluator` (whose training
+        loop shows its own); ``False`` never, ``True`` always.
     cutoff, scale, attack_steps, overshoot, candidates, adv_weight, norm, clip_min, clip_max, log_interval, warm_start
         The method's settings, with their defaults: see :class:`~nni_bap.pruning.generators.BlindGenerator`.
         ``cutoff`` (``'adaptive'``, a number or ``None``) is the cut radius, ``scale`` rho.
@@ -155,10 +207,20 @@ class BAPPruner(_AdversarialComboPruner):
     TypeError
         At a training step with ``warm_start``, for a batch without dataset indices.
 
+    Notes
+    -----
+    With a channel pruner (``L1NormPruner``, ``L2NormPruner``, ``FPGMPruner``, ``TaylorPruner``) and BatchNorm
+    after a pruned layer, ``compress`` masks those BatchNorm channels with their convolution's channel mask while it
+    trains and zeroes their ``weight`` and ``bias`` at the end, so that ``finalize`` + export gives ``bn_drift`` 0
+    (:mod:`nni_bap.pruning.channel_mask`).
+
     Attributes
     ----------
     generator
         The :class:`~nni_bap.pruning.generators.BlindGenerator` built from the settings.
+    channel_masks
+        The :class:`~nni_bap.pruning.channel_mask.ChannelMaskHandle` of the last ``compress`` (``None`` when no
+        BatchNorm was masked); its ``dead`` holds, per BatchNorm, the channels zeroed.
     statistics
         One dict per training step: AE norms before (``norm_*``) and after (``cut_norm_*``) the
         cut, ``cutoff`` (the radius used), ``perturbed`` (fraction of samples DeepFool had to move:
@@ -176,8 +238,8 @@ class AdversarialPruner(_AdversarialComboPruner):
 
     Parameters
     ----------
-    pruner, interval_steps, total_times, evaluator, schedule
-        As in :class:`BAPPruner`.
+    pruner, interval_steps, total_times, evaluator, schedule, progress
+        As in :class:`BAPPruner` (BatchNorm channels are masked with channel pruners there too).
     attack, eps, steps, alpha, random_start, adv_weight, clip_min, clip_max, log_interval
         The method's settings, with their defaults: see :class:`~nni_bap.pruning.generators.UniformGenerator`.
         ``attack='fgsm'`` with ``random_start=True`` (default) is FGSM-RS (Wong et al. 2020: uniform start in

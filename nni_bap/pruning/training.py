@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Callable, Optional, Tuple
 
 import torch
@@ -21,8 +22,21 @@ from ..utils.distributed import (
 )
 from .compat import TorchEvaluator, nni
 
-__all__ = ['BeginHook', 'EpochHook', 'accuracy', 'check_finite', 'check_finite_weights', 'make_evaluator',
-           'make_training_func', 'predict', 'train', 'training_step']
+__all__ = ['BeginHook', 'EpochHook', 'accuracy', 'check_finite', 'check_finite_weights', 'default_progress',
+           'make_evaluator', 'make_training_func', 'predict', 'shows_progress', 'train', 'training_step']
+
+
+def default_progress(progress: Optional[bool]) -> bool:
+    """Whether to show a progress bar: ``progress`` itself, or for ``None`` whether stderr is a terminal."""
+    if progress is not None:
+        return bool(progress)
+    isatty = getattr(sys.stderr, 'isatty', None)
+    return bool(isatty and isatty())
+
+
+def shows_progress(training_func: Optional[Callable]) -> bool:
+    """Whether ``training_func`` is one of :func:`make_training_func`'s showing its own progress bar."""
+    return bool(getattr(training_func, 'shows_progress', False))
 
 
 def check_finite(loss: torch.Tensor, step: int, desc: str) -> float:
@@ -71,7 +85,8 @@ def _run_epoch(net: nn.Module, loader: DataLoader, optimizers, training_step: Ca
     return step, False
 
 
-def make_training_func(loader: DataLoader, default_epochs: int = 1, progress: bool = True, desc: str = 'train',
+def make_training_func(loader: DataLoader, default_epochs: int = 1, progress: Optional[bool] = True,
+                       desc: str = 'train',
                        on_train_begin: Optional[BeginHook] = None,
                        on_epoch_end: Optional[EpochHook] = None) -> Callable:
     """An NNI ``training_func`` over ``loader`` that respects ``max_steps`` and ``max_epochs``.
@@ -82,6 +97,8 @@ def make_training_func(loader: DataLoader, default_epochs: int = 1, progress: bo
 
     Parameters
     ----------
+    progress
+        A progress bar over the steps (loss every 20 steps); ``None``: when stderr is a terminal.
     on_train_begin
         ``f(model, optimizers, lr_schedulers) -> (epochs done, steps done)``, called once before training
         (after NNI set its hooks up): restores a checkpoint and says where to continue.
@@ -91,13 +108,15 @@ def make_training_func(loader: DataLoader, default_epochs: int = 1, progress: bo
         training.
     """
 
+    show = default_progress(progress)
+
     def training_func(model, optimizers, training_step, lr_schedulers=None, max_steps=None, max_epochs=None):
         epochs = max_epochs if max_epochs is not None else (10 ** 9 if max_steps else default_epochs)
         total = max_steps if max_steps else epochs * len(loader)
         first, step = on_train_begin(model, optimizers, lr_schedulers) if on_train_begin else (0, 0)
         net = wrap_ddp(model)
         net.train()
-        with tqdm(total=total, initial=step, desc=desc, disable=not (progress and is_main()), leave=False) as bar:
+        with tqdm(total=total, initial=step, desc=desc, disable=not (show and is_main()), leave=False) as bar:
             for epoch in range(first, epochs):
                 if max_steps and step >= max_steps:
                     break
@@ -112,15 +131,17 @@ def make_training_func(loader: DataLoader, default_epochs: int = 1, progress: bo
                     break
         sync_buffers(model)
 
+    training_func.shows_progress = show
     return training_func
 
 
-def make_evaluator(model: nn.Module, loader: DataLoader, lr: float = 1e-3, progress: bool = True,
+def make_evaluator(model: nn.Module, loader: DataLoader, lr: float = 1e-3, progress: Optional[bool] = None,
                    desc: str = 'prune', on_train_begin: Optional[BeginHook] = None,
                    on_epoch_end: Optional[EpochHook] = None) -> TorchEvaluator:
     """A ``TorchEvaluator`` training ``model`` with Adam on ``loader``; give it to the *base* pruner.
 
-    The hooks are :func:`make_training_func`'s (checkpoints, resuming). In several processes give a loader from
+    ``progress``: a progress bar over the training steps; ``None`` (default) when stderr is a terminal, ``False``
+    never. The hooks are :func:`make_training_func`'s (checkpoints, resuming). In several processes give a loader from
     :func:`nni_bap.utils.distributed.train_loader` (or your own with a ``DistributedSampler``).
     """
     optimizer = nni.trace(torch.optim.Adam)(model.parameters(), lr=lr)
