@@ -47,6 +47,7 @@ from nni_bap.export import (
     robustness_recheck,
 )
 from nni_bap.export.cpu import cpu_features
+from nni_bap.export.speedup import MAX_BN_DRIFT
 from nni_bap.models import SmallResNet
 from nni_bap.pruning.align import align_config_list
 from nni_bap.pruning.channel_mask import install_channel_masks
@@ -183,8 +184,11 @@ def explain(dense, pruned, blocks: int, x64: torch.Tensor) -> List[Dict]:
             info(f'slowest kernels, pruned b64: {slow}')]
 
 
-def _export(model: nn.Module, path: Path, x: torch.Tensor, masks=None):
-    return export_onnx(model, str(path), x[:8], masks=masks, validation_inputs=x)
+def _export(model: nn.Module, path: Path, x: torch.Tensor, masks=None, timing_only: bool = False):
+    """``timing_only``: a model built from masks for its latency alone (not fine-tuned inside BatchNorm channel
+    masks), so its outputs may move when the pruned channels go (bn_drift is not checked)."""
+    return export_onnx(model, str(path), x[:8], masks=masks, validation_inputs=x,
+                       max_bn_drift=float('inf') if timing_only else MAX_BN_DRIFT)
 
 
 def plan_sweep(d: DataSplit, folder: Path, x64: torch.Tensor, trained: nn.Module) -> List[Dict]:
@@ -196,7 +200,7 @@ def plan_sweep(d: DataSplit, folder: Path, x64: torch.Tensor, trained: nn.Module
         dense = _export(model, folder / f'plan_dense{blocks}.onnx', x64)
         for plan, text in PLANS.items():
             pruned_model, masks = _prune(model, plan, blocks)
-            pruned = _export(pruned_model, folder / f'plan_{plan}{blocks}.onnx', x64, masks)
+            pruned = _export(pruned_model, folder / f'plan_{plan}{blocks}.onnx', x64, masks, timing_only=True)
             ms = latencies({'dense': dense.path, 'pruned': pruned.path}, x64.numpy())
             ratio = dense.efficiency['flops'] / pruned.efficiency['flops']
             over = {b: ms[b]['dense'] / ms[b]['pruned'] / ratio for b in ms}
@@ -398,7 +402,7 @@ def additive_prediction(net: nn.Module, plan, dense_onnx: str, folder: Path, x64
         if width < plan.channels[unit]:
             alone = copy.copy(plan)
             alone.widths = {u: (width if u == unit else plan.channels[u]) for u in plan.widths}
-            paths[unit] = _export(net, folder / f'alone_{unit}.onnx', x64, plan_masks(net, alone)).path
+            paths[unit] = _export(net, folder / f'alone_{unit}.onnx', x64, plan_masks(net, alone), timing_only=True).path
     out = {}
     with tempfile.TemporaryDirectory(prefix='bap-additive-') as tmp:
         for b in (1, 64):
