@@ -1,5 +1,6 @@
 """Issue 13 part 3: int8 static quantisation (QDQ, per-channel), validated against fp32, written only when it passes."""
 import copy
+import logging
 import os
 
 import numpy as np
@@ -157,10 +158,13 @@ def fails_whole_model(dense_digits, digits, tmp_path_factory):
     return export_onnx(bad, path, digits.x_test[:8], validation_inputs=digits.x_test).path
 
 
-def test_fallback_passes_the_gate_with_the_sensitive_layers_in_fp32(fails_whole_model, digits, tmp_path):
+def test_fallback_passes_the_gate_with_the_sensitive_layers_in_fp32(fails_whole_model, digits, tmp_path, capfd, caplog):
     """Every calibration method fails on the whole model (agreement < 0.2); the two layers around the outlier channel,
     the most sensitive when quantised alone, stay fp32 and the rest passes the gate."""
+    caplog.set_level(logging.DEBUG, logger='nni_bap.export.quantize')
     res = _quantize(fails_whole_model, digits, tmp_path / 'model.int8.onnx')
+    # the histogram calibrations' progress lines go to the log, not the user's terminal
+    assert capfd.readouterr().out == '' and any('making histogram' in r.getMessage() for r in caplog.records)
     whole = [a for a in res.attempts if not a['fp32_layers']]
     assert [a['calibrate_method'] for a in whole] == ['MinMax', 'Percentile', 'Entropy', 'Distribution']
     assert all(not a['passed'] and a['agreement'] < 0.2 for a in whole)

@@ -17,6 +17,8 @@ noise at the same budgets, each classified by the fp32 and the int8 model side b
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import tempfile
@@ -91,11 +93,25 @@ class _Reader:
         return next(self._batches, None)
 
 
+@contextlib.contextmanager
+def _printed_to_log():
+    """onnxruntime's quantiser prints its progress (shape inference, calibration histograms) to stdout: to this
+    module's log at DEBUG instead, so a library call stays quiet."""
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            yield
+    finally:
+        for line in out.getvalue().splitlines():
+            _logger.debug('onnxruntime: %s', line)
+
+
 def _preprocess(src: str, folder: str) -> str:
     """Shape inference and graph clean-up of ``src`` (onnxruntime's ``quant_pre_process``) into ``folder``."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
     pre = os.path.join(folder, 'pre.onnx')
-    quant_pre_process(src, pre)
+    with _printed_to_log():
+        quant_pre_process(src, pre)
     return pre
 
 
@@ -117,13 +133,14 @@ def _quantize(pre: str, dst: str, name: str, calibration: np.ndarray, settings: 
         QuantType,
         quantize_static,
     )
-    quantize_static(pre, dst, _Reader(name, calibration, settings['calibration_batch']),
-                    quant_format=QuantFormat.QDQ, per_channel=settings['per_channel'],
-                    activation_type=getattr(QuantType, settings['activation_type']),
-                    weight_type=getattr(QuantType, settings['weight_type']),
-                    calibrate_method=getattr(CalibrationMethod, settings['calibrate_method']),
-                    reduce_range=settings['reduce_range'], nodes_to_exclude=list(exclude) or None,
-                    nodes_to_quantize=list(only) if only is not None else None, calibration_cache_path=cache)
+    with _printed_to_log():
+        quantize_static(pre, dst, _Reader(name, calibration, settings['calibration_batch']),
+                        quant_format=QuantFormat.QDQ, per_channel=settings['per_channel'],
+                        activation_type=getattr(QuantType, settings['activation_type']),
+                        weight_type=getattr(QuantType, settings['weight_type']),
+                        calibrate_method=getattr(CalibrationMethod, settings['calibrate_method']),
+                        reduce_range=settings['reduce_range'], nodes_to_exclude=list(exclude) or None,
+                        nodes_to_quantize=list(only) if only is not None else None, calibration_cache_path=cache)
 
 
 def _compare(fp32: OnnxClassifier, int8: OnnxClassifier, x: np.ndarray, y: np.ndarray) -> Dict[str, float]:
