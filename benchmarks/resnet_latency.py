@@ -7,12 +7,20 @@ channels), the model is fine-tuned with the BatchNorm channels masked (``install
 ``bn_drift`` 0), sped up with ModelSpeedup and exported to ONNX. Goal: latency speedup >= 0.8 x the
 FLOPs ratio in onnxruntime with 1 thread, at batch 1 and 64. When the uniform plan misses, the per-stage
 kernel profile says where, and other channel plans (blocks 1 and 2; inner convolutions only; channel
-counts kept at multiples of 16) are measured. Then int8 (static QDQ, per-channel) against fp32.
+counts kept at multiples of 16) are measured.
+
+Issue 21: ``bap plan``'s planner (:mod:`nni_bap.deploy`) makes aligned plans for 1.5x and 2.0x from a latency table
+measured here; the plan for 2.0x (or, when no aligned plan reaches it, the fastest aligned plan) and the uniform 50%
+plan are both pruned with BAP from the same dense model, measured side by side with the dense model, quantised to
+int8 (with the fallback: other calibrations, sensitive layers in fp32) and re-checked on PGD inputs transferred from
+the fp32 torch model. The table's prediction is compared with the measurement, and with the other way of building a
+table (one unit at a time narrowed in the whole model, savings added up).
 """
 from __future__ import annotations
 
 import copy
 import os
+import platform
 import re
 import tempfile
 import time
@@ -25,11 +33,27 @@ from nni.compression.pruning import L1NormPruner
 from torch import nn
 
 from nni_bap.data import DataSplit, load_cifar10
-from nni_bap.export import OnnxClassifier, QuantizationError, export_onnx, quantize_int8
+from nni_bap.deploy.block import block_width
+from nni_bap.deploy.latency import ProfiledSession, run_in_rounds
+from nni_bap.deploy.layers import layer_shapes
+from nni_bap.deploy.plan import latency_table, make_plan, plan_masks, plan_units, unit_options
+from nni_bap.errors import ConfigError
+from nni_bap.export import (
+    OnnxClassifier,
+    QuantizationError,
+    craft_transfer_inputs,
+    export_onnx,
+    quantize_int8,
+    robustness_recheck,
+)
+from nni_bap.export.cpu import cpu_features
+from nni_bap.export.speedup import MAX_BN_DRIFT
 from nni_bap.models import SmallResNet
+from nni_bap.pruning.align import align_config_list
 from nni_bap.pruning.channel_mask import install_channel_masks
 from nni_bap.pruning.compat import finalize
 from nni_bap.pruning.dependency import structured_dependency_config
+from nni_bap.pruning.prune import prune
 from nni_bap.pruning.training import accuracy, train
 from nni_bap.utils.timing import alternating_ms
 
@@ -160,8 +184,11 @@ def explain(dense, pruned, blocks: int, x64: torch.Tensor) -> List[Dict]:
             info(f'slowest kernels, pruned b64: {slow}')]
 
 
-def _export(model: nn.Module, path: Path, x: torch.Tensor, masks=None):
-    return export_onnx(model, str(path), x[:8], masks=masks, validation_inputs=x)
+def _export(model: nn.Module, path: Path, x: torch.Tensor, masks=None, timing_only: bool = False):
+    """``timing_only``: a model built from masks for its latency alone (not fine-tuned inside BatchNorm channel
+    masks), so its outputs may move when the pruned channels go (bn_drift is not checked)."""
+    return export_onnx(model, str(path), x[:8], masks=masks, validation_inputs=x,
+                       max_bn_drift=float('inf') if timing_only else MAX_BN_DRIFT)
 
 
 def plan_sweep(d: DataSplit, folder: Path, x64: torch.Tensor, trained: nn.Module) -> List[Dict]:
@@ -173,7 +200,7 @@ def plan_sweep(d: DataSplit, folder: Path, x64: torch.Tensor, trained: nn.Module
         dense = _export(model, folder / f'plan_dense{blocks}.onnx', x64)
         for plan, text in PLANS.items():
             pruned_model, masks = _prune(model, plan, blocks)
-            pruned = _export(pruned_model, folder / f'plan_{plan}{blocks}.onnx', x64, masks)
+            pruned = _export(pruned_model, folder / f'plan_{plan}{blocks}.onnx', x64, masks, timing_only=True)
             ms = latencies({'dense': dense.path, 'pruned': pruned.path}, x64.numpy())
             ratio = dense.efficiency['flops'] / pruned.efficiency['flops']
             over = {b: ms[b]['dense'] / ms[b]['pruned'] / ratio for b in ms}
@@ -264,4 +291,237 @@ def run(model, data) -> List[Dict]:
         out += explain(dense, pruned, 1, x64)
         out += plan_sweep(d, folder, x64, net)
     out += int8_table('resnet', {'dense': dense, 'pruned50': pruned}, d, folder, x64)
+    out += plan_lines(net, d, folder, x64)
+    return out
+
+
+# ---- issue 21: latency-targeted plans, BAP on both plans, int8 with the fallback ----
+
+PLAN_TARGETS = (1.5, 2.0)
+PLAN_GOAL, PLAN_FLOPS_GOAL, PREDICTION_GOAL, INT8_GOAL = 1.8, 0.8, 0.10, 2.5
+BAP_EPOCHS = 2
+CONVS = [{'op_types': ['Conv2d'], 'sparse_ratio': 0.5}]
+RECHECK = {'budgets': (0.05, 0.1, 0.2), 'steps': 20, 'samples': 500}
+
+
+def cpu_name() -> str:
+    """The CPU's model name and the features that decide onnxruntime's kernels."""
+    name = platform.processor() or platform.machine()
+    try:
+        name = next(ln.split(':', 1)[1].strip() for ln in Path('/proc/cpuinfo').read_text().splitlines()
+                    if ln.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    f = cpu_features()
+    return f'{name} ({", ".join(k for k in ("avx2", "avx512f", "avx512vnni") if f.get(k)) or "no AVX2"})'
+
+
+def _widths(plan) -> str:
+    return ', '.join(f'{u} {w}/{plan.channels[u]}' for u, w in plan.widths.items())
+
+
+def _plan_for(net, d, dense_onnx, config_list, target, block, table, batches=(1, 64)):
+    """(plan or None, info line): the planner's plan for ``target`` x at ``batches``."""
+    where = f'align {block}{"" if tuple(batches) == (1, 64) else ", budget at batch 64 only"}'
+    try:
+        plan, _ = make_plan(net, config_list, d.input_shape, target, dense_onnx, batches, THREADS, block, 'l1',
+                            table=table)
+    except ConfigError as exc:
+        return None, info(f'plan {target:g}x ({where}): {exc}')
+    ratio = plan.flops['dense'] / plan.flops['plan']
+    layers = table_layers(net, d, config_list, block)
+    pred = {b: table.dense_ms[b] / table.predict_ms(layers, plan.widths, b) for b in (1, 64)}
+    plan.predicted_ms = {b: table.dense_ms[b] / pred[b] for b in (1, 64)}  # both batch sizes, for the lines below
+    plan.dense_ms, plan.batches = {b: table.dense_ms[b] for b in (1, 64)}, [1, 64]
+    return plan, info(f'plan {target:g}x ({where}): {_widths(plan)}; predicted b1 {pred[1]:.2f}x, b64 {pred[64]:.2f}x; '
+                      f'FLOPs ratio {ratio:.2f}; importance kept {plan.importance_kept:.3f}')
+
+
+def table_layers(net, d, config_list, block):
+    units, _ = plan_units(net, config_list, block)
+    return layer_shapes(net, d.input_shape, units)
+
+
+def make_plans(net: nn.Module, d: DataSplit, folder: Path, x64: torch.Tensor):
+    """Plans for :data:`PLAN_TARGETS`: at this CPU's block (the default), and at half of it with the stem named (its
+    group pruned too, below one block, as a user may force). Returns (info lines, {label: plan}, dense ONNX path):
+    ``plan2x`` is the plan for 2.0x at the block, or the fastest plan at the block when 2.0x is out of its reach;
+    ``forced`` the plan for the largest of :data:`PLAN_TARGETS` reached at half the block (else 2.0x at batch 64
+    alone)."""
+    block, out, plans = block_width(), [], {}
+    dense_onnx = _export(net, folder / 'plan_dense.onnx', x64).path
+    forced = CONVS + [{'op_names': ['stem.0'], 'sparse_ratio': 0.5}]
+    for align, config_list in ((block, CONVS), (block // 2, forced)):
+        start = time.perf_counter()
+        table = latency_table(net, config_list, d.input_shape, dense_onnx, (1, 64), THREADS, align)
+        for target in PLAN_TARGETS:
+            plan, text = _plan_for(net, d, dense_onnx, config_list, target, align, table)
+            out.append(text)
+            if plan is not None and (target == 2.0 or align < block):
+                plans['plan2x' if align == block else 'forced'] = plan  # below the block: the largest it reaches
+        if align < block and 'forced' not in plans:  # the most the planner offers towards 2.0x below the block
+            plan, text = _plan_for(net, d, dense_onnx, config_list, 2.0, align, table, (64,))
+            out.append(text)
+            if plan is not None:
+                plans['forced'] = plan
+        if align == block and 'plan2x' not in plans:
+            plans['plan2x'] = _fastest(net, d, dense_onnx, block, table)
+            out.append(info(f'no plan at align {block} reaches 2.0x: the fastest one stands in for it below: '
+                            f'{_widths(plans["plan2x"])}; predicted b1 {plans["plan2x"].predicted_speedup[1]:.2f}x, '
+                            f'b64 {plans["plan2x"].predicted_speedup[64]:.2f}x'))
+        seconds = time.perf_counter() - start
+        out.append(info(f'latency table at align {align}: {len(table.entries)} entries (one-layer models, batch 1 and '
+                        f'64), measured in {table.context["seconds"]:.1f} s of the {seconds:.1f} s its plans took; CPU '
+                        f'{cpu_name()}, onnxruntime {table.context["onnxruntime"]}'))
+    return out, plans, dense_onnx
+
+
+def _fastest(net, d, dense_onnx, block, table):
+    """The aligned plan with the highest predicted speed-up reachable at both batch sizes."""
+    units, _ = plan_units(net, CONVS, block)
+    narrow = {u.name: min(unit_options(u, block)) for u in units}
+    layers = layer_shapes(net, d.input_shape, units)
+    best = min(table.dense_ms[b] / table.predict_ms(layers, narrow, b) for b in (1, 64))
+    return _plan_for(net, d, dense_onnx, CONVS, best * 0.999, block, table)[0]
+
+
+def bap_prune(net: nn.Module, d: DataSplit, config_list, epochs: int = BAP_EPOCHS):
+    """BAP (default settings) with L1 channel scores from the dense model, ``epochs`` epochs (the schedule spans
+    half); the plain pruned model, its masks and the seconds it took."""
+    res = prune(net, d.train_set(), config_list, method='bap', base_pruner='l1', epochs=epochs, total_times=5,
+                schedule_fraction=0.5, batch_size=64, progress=False)
+    return res.model.eval(), res.masks, res.seconds
+
+
+def additive_prediction(net: nn.Module, plan, dense_onnx: str, folder: Path, x64: torch.Tensor) -> Dict[int, float]:
+    """The other table: each unit narrowed alone in the whole model to its planned width (the dense model's other
+    units kept), exported, and timed with the dense model in alternating rounds (kernel-minima sums, as the one-layer
+    table is); the plan's speed-up predicted from the dense latency minus the savings added up."""
+    paths = {'dense': dense_onnx}
+    for unit, width in plan.widths.items():
+        if width < plan.channels[unit]:
+            alone = copy.copy(plan)
+            alone.widths = {u: (width if u == unit else plan.channels[u]) for u in plan.widths}
+            paths[unit] = _export(net, folder / f'alone_{unit}.onnx', x64, plan_masks(net, alone), timing_only=True).path
+    out = {}
+    with tempfile.TemporaryDirectory(prefix='bap-additive-') as tmp:
+        for b in (1, 64):
+            runs = {k: ProfiledSession(p, b, THREADS, tmp, f'{k}{b}') for k, p in paths.items()}
+            run_in_rounds(list(runs.values()), 5, 300 if b == 1 else 30, 0.1)
+            ms = {k: sum(r.mins().values()) / 1e3 for k, r in runs.items()}
+            out[b] = ms['dense'] / (ms['dense'] - sum(ms['dense'] - v for k, v in ms.items() if k != 'dense'))
+    return out
+
+
+def _recheck(model: nn.Module, fp32: str, int8: str, d: DataSplit) -> Dict:
+    n = RECHECK['samples']
+    x, y = d.x_test[:n], d.y_test[:n]
+    torch.manual_seed(0)
+    adv = craft_transfer_inputs(model, x, y, RECHECK['budgets'], 'pgd', steps=RECHECK['steps'])
+    return robustness_recheck(fp32, int8, x.numpy(), y.numpy(), adv, threads=THREADS)
+
+
+def _int8(label: str, res, d: DataSplit, folder: Path) -> Dict:
+    """int8 with the fallback; a refused model is timed with the gate off (marked)."""
+    args = (res.path, str(folder / f'{label}.int8.onnx'), d.x_train[:512].numpy(), d.x_test.numpy(), d.y_test.numpy())
+    try:
+        return {'q': quantize_int8(*args, latency_batches=()), 'refused': ''}
+    except QuantizationError as exc:
+        q = quantize_int8(*args, latency_batches=(), min_agreement=0.0, max_accuracy_drop=1.0, fallback=False)
+        return {'q': q, 'refused': str(exc)}
+
+
+def plan_lines(net: nn.Module, d: DataSplit, folder: Path, x64: torch.Tensor) -> List[Dict]:
+    """Issue 21's goals: the plans against the dense model and uniform 50%, all pruned with BAP from one dense model."""
+    out, plans, dense_onnx = make_plans(net, d, folder, x64)
+    start = time.perf_counter()
+    models = {'dense': (net, None), 'uniform50': bap_prune(net, d, structured_dependency_config(net, CONVS))[:2]}
+    for label, plan in plans.items():
+        models[label] = bap_prune(net, d, align_config_list(net, plan.config_list, plan.align))[:2]
+    exports = {k: _export(m, folder / f'p_{k}.onnx', x64, masks) for k, (m, masks) in models.items()}
+    acc = {k: accuracy(m, d.x_test, d.y_test) for k, (m, _) in models.items()}
+    out.append(info(f'BAP ({BAP_EPOCHS} epochs, schedule over half, L1 scores; {time.perf_counter() - start:.0f} s for '
+                    f'all): clean accuracy ' + ', '.join(f'{k} {v:.4f}' for k, v in acc.items())
+                    + f' ({len(d.y_test)} test images)'))
+    q = {k: _int8(k, exports[k], d, folder) for k in exports}
+    paths = {**{f'{k} fp32': r.path for k, r in exports.items()}, **{f'{k} int8': v['q'].path for k, v in q.items()}}
+    ms = latencies(paths, x64.numpy(), reps64=60, reps1=600)
+    flops = {k: r.efficiency['flops'] for k, r in exports.items()}
+    for label, plan in plans.items():
+        out += _speed_lines(label, plan, ms, flops)
+    uni = [ms[b]['dense fp32'] / ms[b]['uniform50 fp32'] for b in ('b1', 'b64')]
+    out.append(line('plan2x_vs_uniform50_bap_clean_accuracy', acc['plan2x'] / acc['uniform50'], acc['plan2x'] * 1e3,
+                    acc['uniform50'] * 1e3, f'>= 1 (accuracies x1000; uniform 50% runs {uni[0]:.2f}x / {uni[1]:.2f}x '
+                    f'at b1 / b64, FLOPs ratio {flops["dense"] / flops["uniform50"]:.2f})',
+                    acc['plan2x'] >= acc['uniform50']))
+    for label, plan in plans.items():
+        out += _prediction_lines(label, plan, ms, net, dense_onnx, folder, x64)
+    out += _int8_lines(q, ms, exports, models['plan2x'][0], d)
+    return out
+
+
+def _speed_lines(label: str, plan, ms, flops) -> List[Dict]:
+    """Speed-up and speed-up over the FLOPs ratio: goals for the 2.0x plan, information for the others."""
+    out, ratio = [], flops['dense'] / flops[label]
+    how = (f'align {plan.align}{", stem named" if plan.align < block_width() else ""}, planned for '
+           f'{plan.speedup:.2f}x{", the fastest plan at the block" if plan.speedup < 2.0 else ""}')
+    for b in ('b1', 'b64'):
+        speed = ms[b]['dense fp32'] / ms[b][f'{label} fp32']
+        for name, value, goal in ((f'ort_resnet_{label}_speedup_{b}', speed, PLAN_GOAL),
+                                  (f'ort_resnet_{label}_speedup_over_flops_ratio_{b}', speed / ratio, PLAN_FLOPS_GOAL)):
+            if label == 'plan2x':
+                out.append(line(name, value, ms[b]['dense fp32'], ms[b][f'{label} fp32'],
+                                f'>= {goal} ({how}; FLOPs ratio {ratio:.2f})', value >= goal))
+            else:
+                out.append(info(f'{name}: {value:.2f} ({ms[b]["dense fp32"]:.2f} ms / {ms[b][f"{label} fp32"]:.2f} ms) '
+                                f'goal info ({how}; FLOPs ratio {ratio:.2f})'))
+    return out
+
+
+def _prediction_lines(label, plan, ms, net, dense_onnx, folder, x64) -> List[Dict]:
+    out = []
+    additive = additive_prediction(net, plan, dense_onnx, folder, x64)
+    suffix = '' if label == 'plan2x' else f'_{label}'
+    for b, key in ((1, 'b1'), (64, 'b64')):
+        measured = ms[key]['dense fp32'] / ms[key][f'{label} fp32']
+        predicted_ms = ms[key]['dense fp32'] / plan.predicted_speedup[b]
+        err = abs(predicted_ms / ms[key][f'{label} fp32'] - 1)
+        out.append(line(f'plan_latency_prediction_error{suffix}_{key}', err, predicted_ms, ms[key][f'{label} fp32'],
+                        f'<= {PREDICTION_GOAL} ({label}: predicted {plan.predicted_ms[b]:.3f} ms on a quiet machine = '
+                        f'{plan.predicted_speedup[b]:.2f}x, scaled to the dense model measured here; measured '
+                        f'{measured:.2f}x)', err <= PREDICTION_GOAL))
+        out.append(info(f'{label} prediction at {key}: one-layer table {plan.predicted_speedup[b]:.2f}x (error '
+                        f'{abs(measured / plan.predicted_speedup[b] - 1):.3f}), one unit at a time in the whole model '
+                        f'added up {additive[b]:.2f}x (error {abs(measured / additive[b] - 1):.3f}), measured '
+                        f'{measured:.2f}x'))
+    return out
+
+
+def _int8_lines(q, ms, exports, plan_model, d) -> List[Dict]:
+    out = [info('table int8 | model | calibration | layers kept fp32 | agreement | accuracy fp32 / int8 | fp32 b1 / '
+                'b64 ms | int8 b1 / b64 ms | bap export --int8 |')]
+    for k, v in q.items():
+        r = v['q']
+        kept = ', '.join(r.fp32_layers) or 'none'
+        slower = all(ms[b][f'{k} int8'] > 1.05 * ms[b][f'{k} fp32'] for b in ('b1', 'b64'))
+        out.append(info(f'table int8 | {k} | {r.settings["calibrate_method"]} | {kept} | {r.agreement:.4f}'
+                        f'{" REFUSED" if v["refused"] else ""} | {r.fp32_accuracy:.4f} / {r.int8_accuracy:.4f} | '
+                        f'{ms["b1"][f"{k} fp32"]:.3f} / {ms["b64"][f"{k} fp32"]:.2f} | {ms["b1"][f"{k} int8"]:.3f} / '
+                        f'{ms["b64"][f"{k} int8"]:.2f} | {"skips it (slower)" if slower else "writes it"} |'))
+        if v['refused']:
+            out.append(info(f'{k}: {v["refused"]}'))
+        for layer, why in r.fp32_layers.items():
+            out.append(info(f'{k} int8: {layer} kept fp32: {why}'))
+    a, p = ms['b64']['dense fp32'], ms['b64']['plan2x int8']
+    passed = not q['plan2x']['refused']
+    out.append(line('ort_resnet_plan2x_int8_vs_dense_fp32_b64', a / p, a, p,
+                    f'>= {INT8_GOAL} with the gate passed ({"passed" if passed else "REFUSED"})',
+                    a / p >= INT8_GOAL and passed))
+    check = _recheck(plan_model, exports['plan2x'].path, q['plan2x']['q'].path, d)
+    rows = '; '.join(f'eps {r["budget"]:g}: PGD fp32 {r["adversarial"]["fp32"]:.3f} int8 '
+                     f'{r["adversarial"]["int8"]:.3f}, noise fp32 {r["noise"]["fp32"]:.3f} int8 '
+                     f'{r["noise"]["int8"]:.3f}' for r in check['rows'])
+    out.append(info(f'plan2x int8 robustness re-check ({RECHECK["samples"]} test images, PGD-{RECHECK["steps"]} Linf '
+                    f'crafted on the fp32 torch model, transferred): clean fp32 {check["clean"]["fp32"]:.3f} int8 '
+                    f'{check["clean"]["int8"]:.3f}; {rows}'))
     return out

@@ -102,7 +102,10 @@ def test_cifar10_resnet_example_config(tmp_path):
     cfg = RunConfig.from_dict({**raw, 'data_dir': str(tmp_path)}, base_dir=path.parent)
     assert (cfg.model, cfg.dataset, cfg.base_pruner) == ('resnet_small', 'cifar10', 'l1')
     assert cfg.data_dir == str(tmp_path.resolve())
-    assert cfg.to_dict()['config_list'] == [{'op_types': ['Conv2d'], 'sparse_ratio': 0.5}]
+    plan = cfg.to_dict()['config_list']  # a plan of `bap plan` (issue 21): stages 2 and 3 narrowed to 16 channels
+    assert {e['op_names'][0]: e['sparse_ratio'] for e in plan} == {
+        'layers.1.conv1': 0.5, 'layers.1.conv2': 0.5, 'layers.1.shortcut.0': 0.5, 'layers.2.conv1': 0.75,
+        'layers.2.conv2': 0.75, 'layers.2.shortcut.0': 0.75} and cfg.align in (8, 16)
     data = load_dataset(cfg.dataset, cfg.data_dir)
     assert data.input_shape == (3, 32, 32)
     assert build_model(cfg.model, 3, 10, 32)(data.x_test).shape == (4, 10)

@@ -11,7 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / 'nni_bap'
 #: Stages bottom to top: a module may import its own stage (within its own subpackage) and the stages below.
 LAYERS = [('nni_bap.errors',), ('nni_bap.registry', 'nni_bap.utils'), ('nni_bap.attacks', 'nni_bap.data', 'nni_bap.models'),
-          ('nni_bap.pruning', 'nni_bap.evaluation'), ('nni_bap.export',), ('nni_bap.cli',)]
+          ('nni_bap.pruning', 'nni_bap.evaluation'), ('nni_bap.export',), ('nni_bap.deploy',),
+          ('nni_bap.cli',)]
 
 
 def _modules():
@@ -103,7 +104,8 @@ def test_the_cycle_finder_finds_a_cycle(monkeypatch):
 
 
 def test_no_upward_or_sideways_import():
-    """Utilities and errors at the bottom, then attacks / data / models, the method and evaluation, export, the CLI:
+    """Utilities and errors at the bottom, then attacks / data / models, the method and evaluation, export, deployment
+    plans (they measure exported layers), the CLI:
     an import goes down a stage, or stays in its own subpackage."""
     bad = [f'{m} -> {n}' for m, targets in GRAPH.items() for n in targets
            if _layer(n) > _layer(m) or (_layer(n) == _layer(m) and _room(n) != _room(m) and _layer(m) < len(LAYERS))]
@@ -111,7 +113,7 @@ def test_no_upward_or_sideways_import():
 
 
 @pytest.mark.parametrize('room', ['errors', 'utils', 'attacks', 'data', 'models', 'pruning', 'evaluation', 'export',
-                                  'cli'])
+                                  'deploy', 'cli'])
 def test_every_stage_has_its_room(room):
     assert f'nni_bap.{room}' in MODULES
 

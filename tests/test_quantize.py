@@ -1,4 +1,6 @@
 """Issue 13 part 3: int8 static quantisation (QDQ, per-channel), validated against fp32, written only when it passes."""
+import copy
+import logging
 import os
 
 import numpy as np
@@ -107,9 +109,10 @@ def test_int8_weights_are_per_channel_qdq(fp32, digits, tmp_path):
 def test_refused_int8_writes_nothing(fp32, digits, tmp_path):
     out = tmp_path / 'model.int8.onnx'
     with pytest.raises(QuantizationError, match=r'argmax agreement 1\.0+ < 1\.01') as info:
-        _quantize(fp32, digits, out, min_agreement=1.01)
+        _quantize(fp32, digits, out, min_agreement=1.01, fallback=False)
     assert info.value.measured['agreement'] >= 0.99
-    with pytest.raises(QuantizationError, match='clean accuracy fell by'):
+    with pytest.raises(QuantizationError, match='no attempt passed the gate with at most 2 of 4 layers in fp32 '
+                                                r'\(MinMax with 0 fp32 layers: .*; last: clean accuracy fell by'):
         _quantize(fp32, digits, out, max_accuracy_drop=-0.5)
     with pytest.raises(QuantizationError, match='255 calibration inputs given, at least 256'):
         quantize_int8(fp32, str(out), digits.x_train[:255].numpy(), digits.x_test.numpy(), digits.y_test.numpy(),
@@ -132,3 +135,86 @@ def test_robustness_recheck_side_by_side(fp32, digits, dense_digits, tmp_path):
         assert abs(row['adversarial']['int8'] - row['adversarial']['fp32']) <= 0.05
     assert rows[0.2]['adversarial']['fp32'] < out['clean']['fp32'] - 0.3  # FGSM transfers to ORT
     assert rows[0.2]['noise']['int8'] > rows[0.2]['adversarial']['int8'] + 0.2  # noise is far weaker
+
+
+def _outliers(model, pairs, scale=1000.0):
+    """A copy computing the same function with one channel of each (producer, consumer) pair of layer names scaled by
+    ``scale`` and back: ReLU is positively homogeneous, so fp32 is unchanged, but that channel's range swamps the
+    other channels' int8 steps."""
+    bad = copy.deepcopy(model)
+    modules = dict(bad.named_modules())
+    with torch.no_grad():
+        for producer, consumer in pairs:
+            modules[producer].weight[0] *= scale
+            modules[producer].bias[0] *= scale
+            modules[consumer].weight[:, 0] /= scale
+    return bad
+
+
+@pytest.fixture(scope='module')
+def fails_whole_model(dense_digits, digits, tmp_path_factory):
+    bad = _outliers(dense_digits, [('features.0', 'features.2')])
+    path = str(tmp_path_factory.mktemp('outliers') / 'model.onnx')
+    return export_onnx(bad, path, digits.x_test[:8], validation_inputs=digits.x_test).path
+
+
+def test_fallback_passes_the_gate_with_the_sensitive_layers_in_fp32(fails_whole_model, digits, tmp_path, capfd, caplog):
+    """Every calibration method fails on the whole model (agreement < 0.2); the two layers around the outlier channel,
+    the most sensitive when quantised alone, stay fp32 and the rest passes the gate."""
+    caplog.set_level(logging.DEBUG, logger='nni_bap.export.quantize')
+    res = _quantize(fails_whole_model, digits, tmp_path / 'model.int8.onnx')
+    # the histogram calibrations' progress lines go to the log, not the user's terminal
+    assert capfd.readouterr().out == '' and any('making histogram' in r.getMessage() for r in caplog.records)
+    whole = [a for a in res.attempts if not a['fp32_layers']]
+    assert [a['calibrate_method'] for a in whole] == ['MinMax', 'Percentile', 'Entropy', 'Distribution']
+    assert all(not a['passed'] and a['agreement'] < 0.2 for a in whole)
+    assert set(res.fp32_layers) == {'/features/features.0/Conv', '/features/features.2/Conv'}
+    assert all('most sensitive' in why and 'quantised alone it agrees' in why for why in res.fp32_layers.values())
+    assert max(res.sensitivity[n] for n in res.fp32_layers) < 0.5 < min(
+        v for n, v in res.sensitivity.items() if n not in res.fp32_layers)
+    assert res.attempts[-1]['passed'] and res.agreement >= 0.99 and res.fp32_accuracy - res.int8_accuracy <= 0.01
+    assert res.settings['calibrate_method'] == res.attempts[-1]['calibrate_method']
+    model = onnx.load(res.path)
+    quantized = {n.input[0] for n in model.graph.node if n.op_type == 'DequantizeLinear'}
+    convs = {n.name: n for n in model.graph.node if n.op_type == 'Conv'}
+    assert not any(i in quantized for i in convs['/features/features.2/Conv'].input[1:])  # fp32 weights
+    assert sum(1 for n in model.graph.node if n.op_type == 'DequantizeLinear') >= 2  # the dense layers are int8
+    assert '"/features/features.0/Conv"' in OnnxClassifier(res.path).metadata['fp32_layers']
+    with pytest.raises(QuantizationError, match=r'refused, nothing written: argmax agreement 0\.\d+ < 0\.99'):
+        _quantize(fails_whole_model, digits, tmp_path / 'nope.int8.onnx', fallback=False)
+    assert not (tmp_path / 'nope.int8.onnx').exists()
+
+
+def test_a_model_that_cannot_pass_is_refused_after_the_fallback(dense_digits, digits, tmp_path):
+    """Outlier channels after both convolutions and the first dense layer: passing would need all four layers in
+    fp32, more than half of them; refused, no file."""
+    bad = _outliers(dense_digits, [('features.0', 'features.2'), ('classifier.1', 'classifier.3')])
+    fp32 = export_onnx(bad, str(tmp_path / 'model.onnx'), digits.x_test[:8], validation_inputs=digits.x_test).path
+    out = tmp_path / 'model.int8.onnx'
+    refused = 'no attempt passed the gate with at most 2 of 4 layers in fp32'
+    with pytest.raises(QuantizationError, match=refused) as info:
+        _quantize(fp32, digits, out)
+    assert info.value.measured['agreement'] < 0.99 and not out.exists()
+    assert sorted(os.listdir(tmp_path)) == ['model.onnx']
+
+
+def test_int8_slower_than_fp32_is_skipped_unless_kept(fp32, digits, tmp_path):
+    """With latency measured, an int8 model slower than fp32 at every batch size is not written (one line says why);
+    ``keep_slower`` writes it. The decision follows the measurement, whichever way it falls on this CPU."""
+    from nni_bap.export.quantize import _skip_slower, _Slower
+    with pytest.raises(_Slower, match=r'int8 skipped: slower than fp32 on this CPU \(b1: int8 2\.000 ms vs fp32 1\.0'):
+        _skip_slower({'b1': {'fp32': 1.0, 'int8': 2.0}, 'b64': {'fp32': 10.0, 'int8': 11.0}}, keep_slower=False)
+    _skip_slower({'b1': {'fp32': 1.0, 'int8': 2.0}, 'b64': {'fp32': 10.0, 'int8': 9.0}}, keep_slower=False)
+    _skip_slower({'b1': {'fp32': 1.0, 'int8': 1.04}}, keep_slower=False)  # within timing noise: not slower
+    _skip_slower({'b1': {'fp32': 1.0, 'int8': 2.0}}, keep_slower=True)
+    res = quantize_int8(fp32, str(tmp_path / 'a.int8.onnx'), digits.x_train[:512].numpy(), digits.x_test.numpy(),
+                        digits.y_test.numpy(), latency_batches=(1, 64))
+    slower = all(v['int8'] > 1.05 * v['fp32'] for v in res.latency_ms.values())
+    assert set(res.latency_ms) == {'b1', 'b64'} and (tmp_path / 'a.int8.onnx').exists() is not slower
+    if slower:
+        assert res.skipped.startswith('int8 skipped: slower than fp32') and res.path == ''
+    else:
+        assert res.skipped == '' and res.path.endswith('a.int8.onnx')
+    kept = quantize_int8(fp32, str(tmp_path / 'b.int8.onnx'), digits.x_train[:512].numpy(), digits.x_test.numpy(),
+                         digits.y_test.numpy(), latency_batches=(1,), keep_slower=True)
+    assert kept.skipped == '' and (tmp_path / 'b.int8.onnx').exists()

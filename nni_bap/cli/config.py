@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import yaml
 
 from ..data import DATASETS
+from ..deploy.block import resolve_align
 from ..errors import BRIEF_CHARS, ConfigError, brief
 from ..evaluation.spec import NAMED_SPECS, EvalSpec, validate_spec
 from ..models import MODELS
@@ -72,6 +73,10 @@ class RunConfig:
     device
         ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``: the syntax is checked here, availability where the run
         starts (:func:`~nni_bap.utils.device.resolve_device`).
+    align
+        Channel pruners keep a multiple of this many channels per layer (:mod:`nni_bap.pruning.align`); ``'auto'``
+        (the default) is onnxruntime's channel block on this CPU (16 with AVX-512F, else 8), resolved here, so the
+        effective config records the width used; 1 turns alignment off. Ignored by unstructured pruners.
     """
 
     model: str = 'digits_cnn'
@@ -92,6 +97,7 @@ class RunConfig:
     test_limit: Optional[int] = None
     eval: Union[EvalSpec, str, None] = None
     device: str = 'auto'
+    align: Any = 'auto'
     sections: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: The family of :attr:`method` and its settings (section, then what the name says), set at validation.
     family: str = field(init=False, repr=False, compare=False)
@@ -116,6 +122,7 @@ class RunConfig:
                                   'give a mapping of norms')
         elif self.eval is not None:
             object.__setattr__(self, 'eval', validate_spec(self.eval))
+        object.__setattr__(self, 'align', resolve_align(self.align))
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
             raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {brief(self.device)}")
 

@@ -16,15 +16,16 @@ from torch import nn
 from ..attacks import PGD
 from ..attacks.base import check_inputs
 from ..data import DataSplit, load_dataset
+from ..deploy.block import block_width
 from ..errors import ConfigError, CorruptModelError, DataError, RunFolderError
 from ..evaluation.robustness import evaluate_robustness
 from ..evaluation.spec import EvalSpec, default_spec, named_spec, validate_spec
 from ..export.onnx_export import export_onnx
 from ..export.quantize import craft_transfer_inputs, quantize_int8, robustness_recheck
 from ..export.runtime import OnnxClassifier
+from ..pruning.align import align_config_list
 from ..pruning.checkpoint import CHECKPOINT
 from ..pruning.compat import nni_config_list
-from ..pruning.dependency import structured_dependency_config
 from ..pruning.methods import check_method_settings
 from ..pruning.prune import check_config_list, prune
 from ..pruning.training import accuracy
@@ -103,9 +104,13 @@ def run_spec(cfg: RunConfig, input_shape, spec: Optional[EvalSpec] = None) -> Ev
 
 
 def _config_list(cfg: RunConfig, model: nn.Module) -> List[Dict]:
-    if cfg.structured:
-        return structured_dependency_config(model, nni_config_list(cfg.nni_config_list()))
-    return cfg.nni_config_list()
+    """The config_list NNI gets: for a channel pruner one entry per layer, with dependency groups, widths aligned
+    to multiples of ``cfg.align`` channels (:func:`~nni_bap.pruning.align.align_config_list`)."""
+    if not cfg.structured:
+        return cfg.nni_config_list()
+    _logger.info('channel alignment: multiples of %d channels (align; onnxruntime block on this CPU: %d)',
+                 cfg.align, block_width())
+    return align_config_list(model, nni_config_list(cfg.nni_config_list()), cfg.align)
 
 
 def _reusable(folder: RunFolder, cfg: RunConfig, digest: str) -> Optional[Dict]:
@@ -186,13 +191,16 @@ def _write_prune(folder: RunFolder, cfg: RunConfig, result, info: Dict, data: Da
     return info
 
 
-def run_export(run_dir: Path, data: Optional[DataSplit] = None, int8: bool = False, target_cpu: str = 'auto') -> Dict:
+def run_export(run_dir: Path, data: Optional[DataSplit] = None, int8: bool = False, target_cpu: str = 'auto',
+               force_int8: bool = False) -> Dict:
     """Speed the run's model up, convert to ``model.onnx``, validate it on the test split; write ``export.json``
     (with the hash of every ONNX file it wrote).
 
     With ``int8`` also ``model.int8.onnx`` (static QDQ int8, calibrated on 512 training images, validated
-    against fp32) and its robustness re-checked in onnxruntime next to fp32 (``export.json['int8']``), quantised
-    for ``target_cpu`` (:mod:`nni_bap.export.cpu`).
+    against fp32, the most sensitive layers kept in fp32 when the whole model fails: ``export.json['int8']
+    ['fp32_layers']`` says which and why) and its robustness re-checked in onnxruntime next to fp32, quantised
+    for ``target_cpu`` (:mod:`nni_bap.export.cpu`). An int8 model slower than fp32 at batch 1 and 64 on this CPU is
+    skipped (``export.json['int8']['skipped']``) unless ``force_int8``.
     """
     folder = RunFolder(run_dir)
     with folder.require().lock():
@@ -211,17 +219,21 @@ def run_export(run_dir: Path, data: Optional[DataSplit] = None, int8: bool = Fal
         d = {**res.to_dict(), 'onnx': 'model.onnx', 'model_hash': meta['model_sha256'],
              'onnx_hash': folder.hash('model.onnx')}
         if int8:
-            d['int8'] = _int8(folder, model, data, target_cpu)
+            d['int8'] = _int8(folder, model, data, target_cpu, force_int8)
         folder.write_json('export.json', d)
     return d
 
 
-def _int8(folder: RunFolder, model: nn.Module, data: DataSplit, target_cpu: str) -> Dict:
+def _int8(folder: RunFolder, model: nn.Module, data: DataSplit, target_cpu: str, force: bool = False) -> Dict:
     """``model.int8.onnx`` beside ``model.onnx``, and its accuracy on PGD inputs crafted on the fp32 torch model
-    (transfer, :data:`INT8_RECHECK`) and on uniform noise, next to fp32's."""
+    (transfer, :data:`INT8_RECHECK`) and on uniform noise, next to fp32's; or why it was skipped."""
     q = quantize_int8(str(folder / 'model.onnx'), str(folder / 'model.int8.onnx'),
                       data.x_train[:INT8_CALIBRATION].numpy(), data.x_test.numpy(), data.y_test.numpy(),
-                      target_cpu=target_cpu)
+                      target_cpu=target_cpu, keep_slower=force)
+    if q.skipped:
+        _logger.warning('%s (--force-int8 writes it anyway)', q.skipped)
+        (folder / 'model.int8.onnx').unlink(missing_ok=True)  # an older one would no longer match model.onnx
+        return {k: v for k, v in q.to_dict().items() if k not in ('path', 'fp32_path')}
     x, y = data.x_test[:INT8_RECHECK['samples']], data.y_test[:INT8_RECHECK['samples']]
     torch.manual_seed(0)
     adv = craft_transfer_inputs(model, x, y, INT8_RECHECK['budgets'], 'pgd', steps=INT8_RECHECK['steps'])

@@ -1,4 +1,4 @@
-"""The ``bap`` command line: prune, export, eval, sweep, demo.
+"""The ``bap`` command line: prune, export, eval, sweep, demo, plan.
 
 Every user error (a bad setting, a missing or damaged file, a diverging run) ends with one line on
 stderr (at most :data:`MAX_ERROR_CHARS` characters) and exit code 2; ``--debug`` shows the traceback instead.
@@ -28,6 +28,7 @@ from ..utils.device import resolve_device
 from ..utils.distributed import close_distributed, init_distributed, is_main, launched
 from .config import RunConfig, load_config
 from .jobs import resolve_eval_target, run_eval, run_export, run_prune
+from .plan import run_plan
 from .report import aer_legend, aer_table
 from .run_folder import RunFolder
 from .sweep import run_sweep, sweep_plan
@@ -136,6 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument('run_dir')
     ex.add_argument('--int8', action='store_true', help='also write model.int8.onnx (static QDQ int8, validated '
                     'against fp32, robustness re-checked)')
+    ex.add_argument('--force-int8', action='store_true', help='write model.int8.onnx even where it is slower than '
+                    'fp32 on this CPU (measured at batch 1 and 64; otherwise skipped with one line)')
     ex.add_argument('--target-cpu', choices=('auto', *INT8_TARGETS), default='auto',
                     help="CPU kind the int8 model is quantised for: 'auto' (this one's), 'vnni' (AVX-512 VNNI, ARM) or "
                     "'no-vnni' (7-bit weights: the same results on every x86 CPU; for a model deployed elsewhere)")
@@ -157,12 +160,40 @@ def _parser() -> argparse.ArgumentParser:
     sw.add_argument('--out', required=True)
     sw.add_argument('--resume', action='store_true', help='reuse finished, consistent runs in --out')
     _device_option(sw)
+    _plan_parser(sub)
     de = sub.add_parser('demo', help='the main job on the embedded digits dataset, end to end: natural, adversarial '
                         'and BAP pruning, unstructured (level) and by channels (l1), beside the dense model')
     de.add_argument('--out', default='runs/demo')
     de.add_argument('--sparsities', type=_floats, default=[0.5, 0.75])
     de.add_argument('--tiny', action='store_true', help='a few seconds-long setting, for smoke tests')
     return p
+
+
+def _align(text: str):
+    if text == 'auto':
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
+
+
+def _plan_parser(sub) -> None:
+    pl = sub.add_parser('plan', help='per-layer channel widths for a latency speed-up in onnxruntime on this CPU '
+                        '(a plain NNI config_list)')
+    pl.add_argument('config', help="the run config: its model, data, base_pruner (the importance) and config_list "
+                    '(the layers that may be pruned; sparse_ratio values are not used)')
+    pl.add_argument('--speedup', type=float, required=True, help='latency factor over the dense model, e.g. 2.0')
+    pl.add_argument('--out', required=True, help='plan folder: dense cache, latency table, config_list.yaml, '
+                    'plan.yaml, plan.json')
+    pl.add_argument('--batch', type=_ints, default=[1, 64], help='batch sizes that must all meet the budget (1,64)')
+    pl.add_argument('--threads', type=int, default=1, help='onnxruntime threads the latency is measured with (1)')
+    pl.add_argument('--align', type=_align, default=None, help="channel block: 'auto' (this CPU's) or N (default: "
+                    "the config's align)")
+    pl.add_argument('--importance', default=None, help='channel scores: l1, l2, fpgm, taylor (default: the base '
+                    "pruner's own)")
+    pl.add_argument('--no-verify', action='store_true', help='skip building and measuring the planned model')
+    _device_option(pl)
 
 
 def _names() -> str:
@@ -215,14 +246,15 @@ def _prune(args) -> None:
 def _export(args) -> None:
     folder = RunFolder(args.run_dir).require()
     _setup_logging(folder.path, args.quiet)
-    res = run_export(folder.path, int8=args.int8, target_cpu=args.target_cpu)
+    res = run_export(folder.path, int8=args.int8, target_cpu=args.target_cpu, force_int8=args.force_int8)
     e = res['efficiency']
     print(f'{folder / res["onnx"]}: {e["params"]} params ({e["nonzero_params"]} non-zero), {e["flops"]} FLOPs, '
           f'{e["file_bytes"]} bytes, max |ORT - torch| {res["onnx_max_abs_diff"]:.2e}; {res["note"]}')
-    if 'int8' in res:
+    if 'int8' in res and not res['int8']['skipped']:  # a skipped one was said in one warning line
         q = res['int8']
+        fp32 = f'; {len(q["fp32_layers"])} layers kept in fp32' if q['fp32_layers'] else ''
         print(f'{folder / q["onnx"]}: argmax agreement {q["agreement"]:.4f}, accuracy fp32 {q["fp32_accuracy"]:.4f} '
-              f'int8 {q["int8_accuracy"]:.4f} (quantised for {q["settings"]["target_cpu"]} CPUs); '
+              f'int8 {q["int8_accuracy"]:.4f} (quantised for {q["settings"]["target_cpu"]} CPUs{fp32}); '
               f'{q["robustness"]["note"]}')
 
 
@@ -235,6 +267,21 @@ def _eval(args) -> None:
           ', '.join(f'{k} {v:.4f}' for k, v in rep['robust_auc'].items()) + f'; wrote {folder / "report.md"}')
     for w in rep['warnings']:
         print(f'WARNING: {w}')
+
+
+def _plan(args) -> None:
+    cfg = _config(args.config, args.device)
+    cfg = cfg.replace(align=args.align) if args.align is not None else cfg
+    out = _out(args.out, args.quiet)
+    plan = run_plan(cfg, out, args.speedup, args.batch, args.threads, args.importance, not args.no_verify,
+                    progress=not args.quiet)
+    parts = [f'b{b}: predicted {s:.2f}x' for b, s in plan['predicted_speedup'].items()]
+    if plan['measured']:
+        measured = plan['measured']['batches'].values()
+        parts = [f'{p}, measured {m["measured_speedup"]:.2f}x' for p, m in zip(parts, measured)]
+    widths = '; '.join(f'{u} {w}/{plan["channels"][u]}' for u, w in plan['widths'].items())
+    print(f'{out / "config_list.yaml"}: {widths}; FLOPs ratio {plan["flops_ratio"]:.2f}; ' + '; '.join(parts)
+          + f'; prune with: bap prune {out / "plan.yaml"}')
 
 
 def _sweep(args, cfg: Optional[RunConfig] = None, methods=None, base_pruners=None) -> None:
@@ -256,7 +303,8 @@ def _demo(args) -> None:
     _sweep(args, cfg, list(DEMO_METHODS), list(DEMO_BASE_PRUNERS))
 
 
-COMMANDS: Dict[str, Callable] = {'prune': _prune, 'export': _export, 'eval': _eval, 'sweep': _sweep, 'demo': _demo}
+COMMANDS: Dict[str, Callable] = {'prune': _prune, 'export': _export, 'eval': _eval, 'sweep': _sweep, 'demo': _demo,
+                                 'plan': _plan}
 
 
 def _check_launch(command: str) -> None:
