@@ -1,10 +1,12 @@
-"""Run every benchmark in one process and write benchmarks/RESULTS.md.
+"""Run every benchmark in one process and write benchmarks/RESULTS.md; ``--only MODULE`` runs one of them
+(``python -m benchmarks --only resnet_latency``) and writes benchmarks/RESULTS-MODULE.md instead.
 
 Each comparison is measured side by side (alternating, after warm-up, medians) and printed as
 ``name: ratio (A ms / B ms) goal G ok|MISS``.
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -38,30 +40,44 @@ def _cpu() -> str:
     return f'{name} ({f["machine"]}; {", ".join(sets) or "no AVX2"})'
 
 
-def main() -> int:
+MODULES = {m.__name__.rsplit('.', 1)[1]: m for m in (bap_step, deepfool_batched, evaluation, onnx_latency,
+                                                       resnet_latency, robustness)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--only', choices=sorted(MODULES), help='run this benchmark alone')
+    args = ap.parse_args(argv)
+    modules = [MODULES[args.only]] if args.only else list(MODULES.values())
     torch.manual_seed(0)
     start = time.perf_counter()
     d = data()
-    model = trained_lenet(d)
+    model = None if args.only == 'resnet_latency' else trained_lenet(d)  # it trains its own ResNet
     print(f'# nni-bap benchmarks on {d.name} with LeNet-5 (torch threads {torch.get_num_threads()})', flush=True)
     results = []
-    for module in (bap_step, deepfool_batched, evaluation, onnx_latency, resnet_latency, robustness):
+    for module in modules:
         torch.set_num_threads(os.cpu_count() or 1)
         results += module.run(model, d)
     seconds = time.perf_counter() - start
+    command = f'python -m benchmarks --only {args.only}' if args.only else '`make bench` (`python -m benchmarks`)'
+    path = Path(__file__).with_name(f'RESULTS-{args.only}.md' if args.only else 'RESULTS.md')
+    path.write_text(render(results, d.name, command, seconds))
+    print(f'wrote {path} in {seconds:.0f} s')
+    return 0
+
+
+def render(results, data_name: str, command: str, seconds: float) -> str:
+    """The results file: date, machine (CPU named), versions, command, wall time, goals met, then every line."""
     import onnxruntime
     goals = [r for r in results if r.get('goal', 'info') != 'info' and 'ratio' in r]
     header = [
         '# Benchmark results', '',
         f'- date: {datetime.datetime.now().isoformat(timespec="seconds")}',
         f'- machine: {_cpu()}, {os.cpu_count()} cores, Python {platform.python_version()}',
-        f'- torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, data: {d.name}',
-        f'- command: `make bench` (`python -m benchmarks`), wall time {seconds:.0f} s',
+        f'- torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, data: {data_name}',
+        f'- command: {command}, wall time {seconds:.0f} s',
         f'- goals met: {sum(r["ok"] for r in goals)} of {len(goals)}', '', '```']
-    text = '\n'.join(header + [r['text'] for r in results] + ['```', ''])
-    Path(__file__).with_name('RESULTS.md').write_text(text)
-    print(f'wrote benchmarks/RESULTS.md in {seconds:.0f} s')
-    return 0
+    return '\n'.join(header + [r['text'] for r in results] + ['```', ''])
 
 
 if __name__ == '__main__':
