@@ -15,11 +15,8 @@ are reused). ``--report`` writes ``examples/results/blind_budgets/`` from whatev
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -30,10 +27,7 @@ from nni_bap.cli.run_folder import RunFolder
 from nni_bap.cli.sweep import run_config
 from nni_bap.utils.atomic import write_json
 
-from ..reproduce.__main__ import (  # pid-file claims shared with the claims reproduction
-    claim,
-    release,
-)
+from ..worker import run_jobs
 from . import protocol as p
 from . import stages as st
 from .report import write_report
@@ -55,18 +49,7 @@ def worker(work: Path, grid: Dict, entries: List[Dict]) -> int:
     _check_configs(todo)
     write_json(work / 'grid.json', {'grid': grid, 'entries': entries, 'allocation': st.ALLOCATION,
                                     'data': data.meta['indices']})
-    for job in todo:
-        if not claim(work, job['name']):
-            continue
-        start = time.time()
-        try:
-            done = st.run_job(job, data, work)
-        finally:
-            release(work, job['name'])
-        with open(work / 'jobs.jsonl', 'a') as fh:
-            fh.write(json.dumps({'job': job['name'], 'pid': os.getpid(), 'start': start, 'end': time.time(),
-                                 'done': done}) + '\n')
-        _logger.info('%s: %s in %.0f s', job['name'], done, time.time() - start)
+    run_jobs(work, todo, lambda job: st.run_job(job, data, work))
     return 0
 
 

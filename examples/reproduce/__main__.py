@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -40,6 +38,7 @@ from nni_bap.cli.run_folder import RunFolder
 from nni_bap.cli.sweep import ensure_run, run_config
 from nni_bap.utils.atomic import write_json
 
+from ..worker import run_jobs
 from .claims_report import write_results
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,44 +100,6 @@ def jobs(grid: Dict) -> List[Dict]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def claim(work: Path, name: str) -> bool:
-    """Take ``name`` for this process unless a live process holds it (a dead holder's claim is taken over)."""
-    path = work / 'claims' / (name.replace('/', '__') + '.pid')
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
-        return True
-    except FileExistsError:
-        pass
-    try:
-        holder = int(path.read_text() or 0)
-    except (OSError, ValueError):
-        holder = 0
-    if holder and holder != os.getpid() and _alive(holder):
-        return False
-    tmp = path.with_suffix(f'.{os.getpid()}.tmp')
-    tmp.write_text(str(os.getpid()))
-    os.replace(tmp, path)
-    time.sleep(0.2)
-    return path.read_text() == str(os.getpid())
-
-
-def release(work: Path, name: str) -> None:
-    (work / 'claims' / (name.replace('/', '__') + '.pid')).unlink(missing_ok=True)
-
-
 def run_job(job: Dict, base: RunConfig, data, work: Path) -> str:
     """Bring one run folder up to date (prune/train, export, evaluate); returns what was done."""
     if job['kind'] == 'dense':  # the reference trains as many epochs as the pruned models
@@ -157,18 +118,7 @@ def worker(work: Path, grid: Dict, base: Dict) -> int:
     RunFolder(work).create()
     write_json(work / 'grid.json', {'grid': grid, 'config': base.to_dict()})
     data = load_data(base)
-    for job in jobs(grid):
-        if not claim(work, job['name']):
-            continue
-        start = time.time()
-        try:
-            done = run_job(job, base, data, work)
-        finally:
-            release(work, job['name'])
-        with open(work / 'jobs.jsonl', 'a') as fh:
-            fh.write(json.dumps({'job': job['name'], 'pid': os.getpid(), 'start': start, 'end': time.time(),
-                                 'done': done}) + '\n')
-        _logger.info('%s: %s in %.0f s', job['name'], done, time.time() - start)
+    run_jobs(work, jobs(grid), lambda job: run_job(job, base, data, work))
     return 0
 
 
