@@ -109,3 +109,21 @@ def test_export_int8_and_eval_it(tmp_path):
     rep = json.loads((run / 'report.json').read_text())
     assert rep['onnx'] == 'model.int8.onnx' and rep['clean_accuracy_by']['onnx'] == pytest.approx(q['int8_accuracy'])
     assert aer_row(run, tmp_path)['precision'] == 'int8'
+
+
+def test_installed_bap_command_runs_the_cli():
+    """pyproject's console script names the CLI's main function, and the installed ``bap`` beside this Python runs
+    (the README's `make demo` calls it; the in-process tests above do not go through it)."""
+    import importlib
+    import shutil
+    import tomllib
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    module, func = tomllib.loads((root / 'pyproject.toml').read_text())['project']['scripts']['bap'].split(':')
+    assert getattr(importlib.import_module(module), func) is main
+    bap = Path(sys.executable).with_name('bap')
+    if not bap.exists():
+        bap = shutil.which('bap')
+    assert bap, 'no installed bap command (pip install -e .)'
+    res = subprocess.run([str(bap), '--help'], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and 'demo' in res.stdout, res.stderr[-500:]
