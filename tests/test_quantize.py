@@ -158,11 +158,13 @@ def fails_whole_model(dense_digits, digits, tmp_path_factory):
     return export_onnx(bad, path, digits.x_test[:8], validation_inputs=digits.x_test).path
 
 
-def test_fallback_passes_the_gate_with_the_sensitive_layers_in_fp32(fails_whole_model, digits, tmp_path, capfd, caplog):
+@pytest.mark.parametrize('target_cpu', ['vnni', 'no-vnni'])
+def test_fallback_passes_the_gate_with_the_sensitive_layers_in_fp32(fails_whole_model, digits, tmp_path, capfd, caplog,
+                                                                      target_cpu):
     """Every calibration method fails on the whole model (agreement < 0.2); the two layers around the outlier channel,
-    the most sensitive when quantised alone, stay fp32 and the rest passes the gate."""
+    the most sensitive when quantised alone, stay fp32 and the rest passes the gate (for either CPU kind's settings)."""
     caplog.set_level(logging.DEBUG, logger='nni_bap.export.quantize')
-    res = _quantize(fails_whole_model, digits, tmp_path / 'model.int8.onnx')
+    res = _quantize(fails_whole_model, digits, tmp_path / 'model.int8.onnx', target_cpu=target_cpu)
     # the histogram calibrations' progress lines go to the log, not the user's terminal
     assert capfd.readouterr().out == '' and any('making histogram' in r.getMessage() for r in caplog.records)
     whole = [a for a in res.attempts if not a['fp32_layers']]
